@@ -1,0 +1,223 @@
+"""The run configuration: one dataclass, its presets, and reading/writing config files.
+
+Every field is an option on the command line (``--field-name``) and a key in a config file (YAML or TOML).
+Precedence: defaults < preset < config file < command-line options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aelab.errors import ConfigError
+
+LOSSES = ("bce", "mse", "mse+ssim", "bce+ssim")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+DATASET_NAMES = ("fashion-mnist", "mnist")
+MODEL_NAMES = ("dense", "conv", "conv-modified")
+ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "gelu", "tanh")
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "") -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "group": group})
+
+
+@dataclass
+class RunConfig:
+    # data
+    dataset: str = opt("fashion-mnist", "data set", DATASET_NAMES, "data")
+    data_dir: str | None = opt(None, "folder holding the IDX .gz files (default: AELAB_DATA_DIR, the cache, "
+                                     "the Debian package, then download)", group="data")
+    classes: list[str] | None = opt(None, "train on these classes only, by name or index, comma separated "
+                                          "(e.g. 'T-shirt/top,Trouser' or '0,1')", group="data")
+    val_fraction: float = opt(0.1, "share of the training set held out for validation / early stopping",
+                              group="data")
+    train_limit: int | None = opt(None, "use only this many training images (seeded sample; quick runs)",
+                                  group="data")
+    # model
+    model: str = opt("conv-modified", "architecture", MODEL_NAMES, "model")
+    latent: int = opt(64, "latent size (1-1024)", group="model")
+    width: float = opt(1.0, "channel/unit width multiplier", group="model")
+    activation: str = opt("relu", "activation function", ACTIVATION_NAMES, "model")
+    dropout: float | None = opt(None, "dropout rate (default: the model's own, 0.1 for conv-modified)",
+                                group="model")
+    batch_norm: bool | None = opt(None, "batch norm on/off (default: the model's own, on for conv-modified)",
+                                  group="model")
+    # training
+    loss: str = opt("mse+ssim", "training loss; '+ssim' adds ssim_weight * (1 - SSIM)", LOSSES, "training")
+    ssim_weight: float = opt(0.1, "weight of (1 - SSIM) in the mixed losses", group="training")
+    optimizer: str = opt("adamw", "optimizer", OPTIMIZERS, "training")
+    lr: float = opt(3e-3, "(peak) learning rate", group="training")
+    weight_decay: float = opt(1e-4, "weight decay", group="training")
+    schedule: str = opt("onecycle", "learning-rate schedule over the planned epochs", SCHEDULES, "training")
+    batch_size: int = opt(128, "images per step", group="training")
+    epochs: int = opt(12, "maximum number of epochs", group="training")
+    patience: int = opt(5, "early stopping: epochs without validation improvement (0 turns it off)",
+                        group="training")
+    min_delta: float = opt(0.0, "early stopping: smallest validation-loss decrease that counts", group="training")
+    max_minutes: float | None = opt(None, "stop after the epoch that would overrun this many minutes",
+                                    group="training")
+    seed: int = opt(0, "random seed (split, initialisation, shuffling, dropout)", group="training")
+    threads: int | None = opt(None, "CPU threads for torch (default: all cores)", group="training")
+    device: str = opt("auto", "cpu, cuda, mps or auto", group="training")
+    # output
+    name: str | None = opt(None, "run name (default: dataset-model-latent-time)", group="output")
+    report: bool = opt(True, "write figures and report.html when training ends", group="output")
+
+    def validate(self) -> RunConfig:
+        """Check every value; raise ``ConfigError`` naming the first bad one and its fix."""
+        def choice(key: str) -> None:
+            allowed = fields_by_name()[key].metadata["choices"]
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"unknown {key.replace('_', '-')} {getattr(self, key)!r}; choose one of: "
+                                  f"{', '.join(allowed)}")
+        for key in ("dataset", "model", "activation", "loss", "optimizer", "schedule"):
+            choice(key)
+        checks = [
+            (isinstance(self.latent, int) and 1 <= self.latent <= 1024, "latent",
+             "use --latent between 1 and 1024"),
+            (self.width > 0, "width", "use --width > 0"),
+            (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "use --dropout in [0, 1)"),
+            (self.ssim_weight >= 0, "ssim-weight", "use --ssim-weight >= 0"),
+            (self.lr > 0, "lr", "use --lr > 0, e.g. 1e-3"),
+            (self.weight_decay >= 0, "weight-decay", "use --weight-decay >= 0"),
+            (self.batch_size >= 1, "batch-size", "use --batch-size >= 1, e.g. 128"),
+            (self.epochs >= 1, "epochs", "use --epochs >= 1"),
+            (self.patience >= 0, "patience", "use --patience >= 0 (0 turns early stopping off)"),
+            (self.min_delta >= 0, "min-delta", "use --min-delta >= 0"),
+            (0.0 <= self.val_fraction < 1.0, "val-fraction", "use --val-fraction in [0, 1)"),
+            (self.train_limit is None or self.train_limit >= 1, "train-limit", "use --train-limit >= 1"),
+            (self.max_minutes is None or self.max_minutes > 0, "max-minutes", "use --max-minutes > 0"),
+            (self.threads is None or self.threads >= 1, "threads", "use --threads >= 1"),
+            (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), "device",
+             "use --device cpu, cuda, mps or auto"),
+        ]
+        for ok, key, fix in checks:
+            if not ok:
+                raise ConfigError(f"invalid {key} {getattr(self, key.replace('-', '_'))!r}; {fix}")
+        if self.val_fraction == 0 and self.patience > 0:
+            raise ConfigError("early stopping needs a validation split; set --val-fraction > 0 or --patience 0")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return dict(latent=self.latent, width=self.width, activation=self.activation, dropout=self.dropout,
+                    batch_norm=self.batch_norm)
+
+
+def fields_by_name() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in fields(RunConfig)}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "seed-2d": dict(model="conv", latent=2, loss="bce", optimizer="rmsprop", lr=1e-3, weight_decay=0.0,
+                    schedule="constant", batch_size=256, epochs=20, dataset="fashion-mnist"),
+    "seed-64": dict(model="conv", latent=64, loss="bce", optimizer="adam", lr=1e-3, weight_decay=0.0,
+                    schedule="constant", batch_size=256, epochs=10),
+    "seed-128": dict(model="conv-modified", latent=128),
+    "seed-256": dict(model="conv-modified", latent=256),
+    "mnist-dense-2d": dict(dataset="mnist", model="dense", latent=2, loss="mse", optimizer="adam", lr=1e-3,
+                           weight_decay=0.0, schedule="cosine", batch_size=256, epochs=20),
+}
+PRESET_HELP = {
+    "default": "the measured default recipe (conv-modified, latent 64, MSE+SSIM, AdamW, one-cycle)",
+    "seed-2d": "conv, latent 2, BCE, RMSprop, Fashion-MNIST (for latent-space plots)",
+    "seed-64": "the base conv model at latent 64 as published examples train it (BCE, Adam, batch 256)",
+    "seed-128": "dimension reduction: conv-modified at latent 128",
+    "seed-256": "dimension reduction: conv-modified at latent 256",
+    "mnist-dense-2d": "dense, MNIST, latent 2, MSE",
+}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Bring a config-file value to the field's type (lists for classes, numbers from strings)."""
+    if value is None:
+        return None
+    f = fields_by_name()[key]
+    kind = str(f.type)
+    try:
+        if key == "classes":
+            if isinstance(value, str):
+                return [c.strip() for c in value.split(",") if c.strip()]
+            return [str(c) for c in value]
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "on", "1"):
+                    return True
+                if value.lower() in ("false", "no", "off", "0"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {key.replace('_', '-')}: {value!r} is not a valid {kind.split(' ')[0]}; "
+                          f"fix the value") from None
+
+
+def merge(base: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
+    """A copy of ``base`` with ``overrides`` applied; unknown keys raise ``ConfigError`` naming ``source``."""
+    known = fields_by_name()
+    values = base.to_dict()
+    for key, value in overrides.items():
+        k = key.replace("-", "_")
+        if k not in known:
+            raise ConfigError(f"unknown option {key!r} in {source}; see 'aelab train --help' for the options")
+        values[k] = _coerce(k, value)
+    return RunConfig(**values)
+
+
+def preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict of options."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist; give the path of a .yaml or .toml file")
+    try:
+        text = p.read_text()
+        data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"config file {p} cannot be parsed ({first}); fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of option: value")
+    return data
+
+
+def resolve(preset_name: str | None = None, config_file: str | Path | None = None,
+            overrides: dict[str, Any] | None = None) -> RunConfig:
+    """defaults < preset < config file < overrides, validated."""
+    cfg = RunConfig()
+    if preset_name:
+        cfg = merge(cfg, preset(preset_name), f"preset {preset_name}")
+    if config_file:
+        cfg = merge(cfg, read_config_file(config_file), str(config_file))
+    if overrides:
+        cfg = merge(cfg, overrides, "the command line")
+    return cfg.validate()
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return "# aelab run configuration (resolved); 'aelab train --config FILE' takes it\n" + yaml.safe_dump(
+        cfg.to_dict(), sort_keys=False)
