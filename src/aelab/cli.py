@@ -6,7 +6,6 @@ click's own usage errors exit 2 as well.
 
 from __future__ import annotations
 
-import sys
 import types
 import typing
 from dataclasses import fields

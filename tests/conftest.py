@@ -1,0 +1,71 @@
+"""Shared fixtures: the real data beside the checkout, and small real training runs reused across tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path | None:
+    for cand in (os.environ.get("AELAB_DATA_DIR"), REPO.parent / "shared" / "data"):
+        if cand and (Path(cand) / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file():
+            return Path(cand)
+    if Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file():
+        return Path("/usr/share/datasets")
+    return None
+
+
+DATA_ROOT = _data_root()
+if DATA_ROOT is not None:
+    os.environ["AELAB_DATA_DIR"] = str(DATA_ROOT)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if DATA_ROOT is None:
+        raise pytest.UsageError("the real data was not found: set AELAB_DATA_DIR to the folder holding "
+                                "fashion-mnist/ and mnist/ (e.g. ../shared/data)")
+
+
+def aelab_exe() -> str:
+    """The installed console script (next to the interpreter running the tests)."""
+    import sys
+
+    exe = Path(sys.executable).with_name("aelab")
+    found = str(exe) if exe.exists() else shutil.which("aelab")
+    assert found, "the aelab console script is not installed (pip install -e .)"
+    return found
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    assert DATA_ROOT is not None
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """A real, evaluated conv-modified run (latent 16) on a 3,000-image slice, 2 epochs."""
+    from aelab.config import resolve
+    from aelab.jobs import train_job
+
+    out = tmp_path_factory.mktemp("runs") / "tiny16"
+    cfg = resolve(overrides=dict(train_limit=3000, epochs=2, latent=16, threads=2, report=False))
+    run, metrics = train_job(cfg, out=out, progress=False)
+    return run, metrics
+
+
+@pytest.fixture(scope="session")
+def tiny_run_2d(tmp_path_factory: pytest.TempPathFactory):
+    """A real, evaluated conv run with a 2-D latent on a 3,000-image slice, 1 epoch."""
+    from aelab.config import resolve
+    from aelab.jobs import train_job
+
+    out = tmp_path_factory.mktemp("runs") / "tiny2d"
+    cfg = resolve("seed-2d", overrides=dict(train_limit=3000, epochs=1, threads=2, report=False))
+    run, metrics = train_job(cfg, out=out, progress=False)
+    return run, metrics
