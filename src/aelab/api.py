@@ -1,0 +1,216 @@
+"""Use a trained model from Python: ``aelab.load(RUN)`` -> ``TrainedModel`` with encode / decode / reconstruct.
+
+Images may be numpy arrays or torch tensors of shape (n, 28, 28), (n, 1, 28, 28) or (n, 784), uint8 in
+0..255 (any integer type) or float in [0, 1]; a numpy memory map works too and is read a batch at a time.
+Results are numpy arrays unless ``as_tensor=True``.
+
+Example (a real run is needed; ``aelab train --train-limit 2000 --epochs 1 --out runs/quick`` makes one)::
+
+    >>> import aelab
+    >>> from aelab.data import load_dataset
+    >>> model = aelab.load("runs/quick")                      # doctest: +SKIP
+    >>> x = load_dataset("fashion-mnist", test_limit=100).test.images.numpy()   # uint8 (100, 28, 28)
+    >>> codes = model.encode(x)                                # doctest: +SKIP
+    >>> codes.shape, codes.dtype                               # doctest: +SKIP
+    ((100, 64), dtype('float32'))
+    >>> model.decode(codes).shape                              # doctest: +SKIP
+    (100, 28, 28)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aelab.imageio import InputError, to_pixels
+from aelab.models import Autoencoder, build_model
+
+DEFAULT_BATCH = 1024
+
+
+def check_codes(codes: Any, latent: int, what: str = "codes", first_index: int = 0) -> torch.Tensor:
+    """Codes (n, latent) as numpy or torch -> float32 tensor; wrong width, NaN or infinities raise InputError."""
+    t = codes if isinstance(codes, torch.Tensor) else torch.from_numpy(np.asarray(codes))
+    if t.ndim != 2:
+        raise InputError(f"{what} have shape {tuple(t.shape)}, expected (n, {latent})")
+    if t.shape[1] != latent:
+        raise InputError(f"{what} have width {t.shape[1]}, but the model's latent size is {latent}")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise InputError(f"{what} are of type {t.dtype}; give real numbers")
+    t = t.to(torch.float32)
+    finite = torch.isfinite(t).all(1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
+        raise InputError(f"{what}: row {first_index + bad} holds NaN or infinite values; fix or drop it")
+    return t
+
+
+class TrainedModel:
+    """A trained autoencoder ready for use: ``encode``, ``decode``, ``reconstruct`` on arrays of images.
+
+    Get one with ``aelab.load(RUN)``; or wrap a model in memory with ``TrainedModel(model)``.
+    It pickles with its weights inside.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from aelab.models import build_model
+        >>> m = TrainedModel(build_model("dense", 8, width=0.1))   # an untrained model, for the shapes
+        >>> m.encode(np.zeros((3, 28, 28), dtype=np.uint8)).shape
+        (3, 8)
+        >>> m.decode(np.zeros((3, 8))).shape
+        (3, 28, 28)
+        >>> m.reconstruct(np.zeros((3, 784), dtype=np.float32)).shape
+        (3, 784)
+    """
+
+    def __init__(self, model: Autoencoder, *, classes: tuple[str, ...] | None = None, source: str | None = None,
+                 device: str | torch.device | None = None, batch_size: int = DEFAULT_BATCH):
+        self.model = model.eval()
+        if device is not None:
+            self.model.to(device)
+        self.classes = classes
+        self.source = source
+        self.batch_size = batch_size
+
+    # ---------------------------------------------------------------------------------------- facts
+    @property
+    def latent(self) -> int:
+        return self.model.latent
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self.model.hparams)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        hp = self.model.hparams
+        where = f", source={self.source!r}" if self.source else ""
+        return f"TrainedModel(model={hp.get('model')!r}, latent={self.latent}{where})"
+
+    # ---------------------------------------------------------------------------------------- streaming
+    def iter_encode(self, images: Any, batch_size: int | None = None, progress: bool = False
+                    ) -> Iterator[torch.Tensor]:
+        """Codes of ``images`` batch by batch (float32 tensors on the CPU); reads one batch at a time."""
+        for start, stop in self._ranges(len(images), batch_size, progress, "encode"):
+            x = to_pixels(images[start:stop], first_index=start)
+            yield self.encode_batch(x)
+
+    def iter_decode(self, codes: Any, batch_size: int | None = None, progress: bool = False
+                    ) -> Iterator[torch.Tensor]:
+        """Pixels (b, 1, 28, 28) in [0, 1] of ``codes`` batch by batch."""
+        for start, stop in self._ranges(len(codes), batch_size, progress, "decode"):
+            z = check_codes(codes[start:stop], self.latent, first_index=start)
+            yield self.decode_batch(z)
+
+    def _ranges(self, n: int, batch_size: int | None, progress: bool, desc: str) -> Iterator[tuple[int, int]]:
+        b = batch_size or self.batch_size
+        starts = range(0, n, b)
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
+            yield start, min(start + b, n)
+
+    def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes of one checked batch: float32 pixels (b, 1, 28, 28) in [0, 1] -> (b, latent) on the CPU."""
+        with torch.inference_mode():
+            return self.model.encode(x.to(self.device)).float().cpu()
+
+    def decode_batch(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixels (b, 1, 28, 28) in [0, 1] of one checked batch of codes (b, latent), on the CPU."""
+        with torch.inference_mode():
+            return torch.sigmoid(self.model.decode(z.to(self.device))).float().cpu()
+
+    # ---------------------------------------------------------------------------------------- whole arrays
+    def encode(self, images: Any, batch_size: int | None = None, as_tensor: bool = False,
+               progress: bool = False) -> np.ndarray | torch.Tensor:
+        """Latent codes (n, latent) float32 of ``images`` ((n, 28, 28), (n, 1, 28, 28) or (n, 784))."""
+        _check_images(images)
+        out = _collect(self.iter_encode(images, batch_size, progress), (0, self.latent))
+        return out if as_tensor else out.numpy()
+
+    def decode(self, codes: Any, batch_size: int | None = None, as_tensor: bool = False,
+               progress: bool = False) -> np.ndarray | torch.Tensor:
+        """Images (n, 28, 28) float32 in [0, 1] from codes (n, latent)."""
+        if not hasattr(codes, "shape"):
+            codes = np.asarray(codes, dtype=np.float32)
+        check_codes(codes[:0], self.latent)
+        out = _collect(self.iter_decode(codes, batch_size, progress), (0, 1, 28, 28)).reshape(-1, 28, 28)
+        return out if as_tensor else out.numpy()
+
+    def reconstruct(self, images: Any, batch_size: int | None = None, as_tensor: bool = False,
+                    progress: bool = False) -> np.ndarray | torch.Tensor:
+        """Reconstructions in [0, 1], float32, in the layout of ``images`` ((n, 28, 28), (n, 1, 28, 28), (n, 784))."""
+        _check_images(images)
+        shape = tuple(images.shape)
+
+        def batches() -> Iterator[torch.Tensor]:
+            for start, stop in self._ranges(len(images), batch_size, progress, "reconstruct"):
+                yield self.decode_batch(self.encode_batch(to_pixels(images[start:stop], first_index=start)))
+
+        out = _collect(batches(), (0, 1, 28, 28)).reshape(shape)
+        return out if as_tensor else out.numpy()
+
+    # ---------------------------------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        from safetensors.torch import save
+
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        return {"hparams": self.model.hparams, "weights": save(weights), "classes": self.classes,
+                "source": self.source, "batch_size": self.batch_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from safetensors.torch import load
+
+        hp = dict(state["hparams"])
+        model = build_model(hp.pop("model"), hp.pop("latent"), **hp)
+        model.load_state_dict(load(state["weights"]))
+        self.__init__(model, classes=state["classes"], source=state["source"],  # type: ignore[misc]
+                      batch_size=state["batch_size"])
+
+
+def _check_images(images: Any) -> None:
+    if not hasattr(images, "shape") or not hasattr(images, "__getitem__"):
+        raise InputError(f"images must be a numpy array or a torch tensor, not {type(images).__name__}")
+    from aelab.imageio import check_batch_shape
+
+    check_batch_shape(tuple(images.shape))
+
+
+def _collect(batches: Iterator[torch.Tensor], empty: tuple[int, ...]) -> torch.Tensor:
+    parts = list(batches)
+    return torch.cat(parts) if parts else torch.empty(empty)
+
+
+def load(run: str | os.PathLike, which: str = "best", device: str | None = "cpu",
+         batch_size: int = DEFAULT_BATCH) -> TrainedModel:
+    """The trained model of the run folder ``run`` (``which``: "best" or "last" checkpoint).
+
+    ``device``: "cpu" (default), "cuda", "mps" or "auto" (the fastest there is).
+
+    Example::
+
+        >>> import aelab
+        >>> model = aelab.load("runs/quick")        # doctest: +SKIP
+        >>> model                                    # doctest: +SKIP
+        TrainedModel(model='conv-modified', latent=64, source='runs/quick')
+    """
+    from aelab.data import DATASETS
+    from aelab.runs import Run
+    from aelab.train import select_device
+
+    if which not in ("best", "last"):
+        raise InputError(f"unknown checkpoint {which!r}; use 'best' or 'last'")
+    r = Run.open(run)
+    cfg = r.config()
+    model = r.load_model(which)
+    dev = select_device(device or "cpu")
+    classes = DATASETS[cfg.dataset].classes if cfg.dataset in DATASETS else None
+    return TrainedModel(model, classes=classes, source=str(run), device=dev, batch_size=batch_size)
+

@@ -1,0 +1,393 @@
+"""Images in and out: pixel arrays -> model input, and the readers behind ``aelab encode INPUT``.
+
+``to_pixels(array)`` turns a batch given as numpy or torch, of shape (n, 28, 28), (n, 1, 28, 28) or (n, 784),
+uint8 in 0..255 (any integer type) or float in [0, 1], into the float32 (n, 1, 28, 28) tensor the models take.
+
+``open_input(spec)`` opens what a user names on the command line, without reading its pixels yet:
+
+- a data set split: ``fashion-mnist:test``, ``mnist:train`` (the official files, checksummed; labels known);
+- an IDX image file, gzip or raw (``*-images-idx3-ubyte[.gz]``); its labels come along when the matching
+  ``*-labels-idx1-ubyte[.gz]`` file lies beside it. Raw files are memory-mapped, gzip files read in order;
+- a ``.npy`` array, memory-mapped: a batch of rows is read when it is needed, never the whole file;
+- a folder of images (PNG, also JPEG/BMP/GIF/TIFF), read in sorted order; grey, or colour converted to grey.
+  Images must be 28x28, or are resized when ``resize=True`` (with a warning). When the folder holds one
+  sub-folder per class and no images of its own, the sub-folder names are the labels.
+
+Every source yields batches of uint8 or float arrays (b, 28, 28) through ``ImageSource.batches``; file names
+(folders) and labels (data sets, IDX with labels, class folders) travel with the images. Every problem raises
+``InputError``: one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aelab.errors import DataError
+
+SIDE = 28
+PIXELS = SIDE * SIDE
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+SHAPES_HELP = "(n, 28, 28), (n, 1, 28, 28) or (n, 784)"
+
+
+class InputError(DataError, ValueError):
+    """Input images or codes that cannot be used; also a ``ValueError`` for scikit-learn's sake."""
+
+
+class ResizeWarning(UserWarning):
+    """Images that were not 28x28 were resized (``--resize``)."""
+
+
+def public_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a temporary file or folder (created private by ``tempfile``) the usual permissions under the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if folder else 0o666) & ~mask)
+
+
+# ------------------------------------------------------------------------------------------ pixel arrays
+def batch_shape_ok(shape: tuple[int, ...]) -> bool:
+    return (len(shape) == 3 and shape[1:] == (SIDE, SIDE)) or (len(shape) == 4 and shape[1:] == (1, SIDE, SIDE)) \
+        or (len(shape) == 2 and shape[1] == PIXELS)
+
+
+def check_batch_shape(shape: tuple[int, ...], what: str = "images") -> None:
+    if not batch_shape_ok(tuple(shape)):
+        hint = "; one image? add a batch axis (x[None])" if tuple(shape) in ((SIDE, SIDE), (PIXELS,)) else ""
+        raise InputError(f"{what} have shape {tuple(shape)}, expected {SHAPES_HELP}{hint}")
+
+
+def to_pixels(batch: Any, what: str = "images", first_index: int = 0) -> torch.Tensor:
+    """A batch of images -> float32 (n, 1, 28, 28) in [0, 1].
+
+    Integer arrays are pixel values 0..255, float arrays values in [0, 1]; NaN, infinities and values out of
+    range raise ``InputError`` naming the first bad image (counted from ``first_index``).
+    """
+    if isinstance(batch, torch.Tensor):
+        t = batch
+    else:
+        arr = np.asarray(batch)
+        if arr.dtype == object:
+            raise InputError(f"{what} are Python objects; give a numeric array")
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # one batch: a small copy
+    check_batch_shape(tuple(t.shape), what)
+    t = t.reshape(t.shape[0], 1, SIDE, SIDE)
+    if t.dtype == torch.bool:
+        return t.to(torch.float32)
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32).div_(255.0)
+    if t.is_complex():
+        raise InputError(f"{what} are complex numbers; give real pixel values")
+    if not t.is_floating_point():  # other integer types: pixel values 0..255
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) > 255):
+            bad = int(((t < 0) | (t > 255)).flatten(1).any(1).nonzero()[0, 0])
+            raise InputError(f"{what}: image {first_index + bad} has integer pixels outside 0..255; give uint8 "
+                             f"0..255 or float 0..1")
+        return t.to(torch.float32).div_(255.0)
+    t = t.to(torch.float32)
+    if t.numel():
+        finite = torch.isfinite(t).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            raise InputError(f"{what}: image {first_index + bad} holds NaN or infinite values; remove or fix it")
+        lo, hi = float(t.min()), float(t.max())
+        if lo < -1e-6 or hi > 1.0 + 1e-6:
+            bad = int(((t < -1e-6) | (t > 1.0 + 1e-6)).flatten(1).any(1).nonzero()[0, 0])
+            scale = "; divide 0..255 values by 255" if hi > 1.0 + 1e-6 and hi <= 255.0 and lo >= 0 else ""
+            raise InputError(f"{what}: image {first_index + bad} has float pixels outside [0, 1] (min {lo:.3g}, "
+                             f"max {hi:.3g}){scale}")
+        t = t.clamp_(0.0, 1.0)
+    return t
+
+
+def to_uint8(pixels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Pixels in [0, 1] (any shape) -> uint8 0..255, rounded."""
+    a = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    return np.clip(np.rint(a.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------ sources
+@dataclass
+class ImageSource:
+    """Images of one input, read a batch at a time; ``read(start, stop)`` returns (b, 28, 28) uint8 or float."""
+
+    label: str                       # what error messages call it (a path or a split)
+    n: int
+    read: Callable[[int, int], np.ndarray]
+    labels: np.ndarray | None = None  # int64 (n,), when known
+    classes: tuple[str, ...] | None = None  # label index -> class name, when known
+    names: list[str] | None = None   # file names (folders), when known
+    resized: int = 0                 # images that will be resized on reading
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batches(self, batch_size: int = 1024, limit: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(start index, images) batches in order; at most ``batch_size`` images are in memory at once."""
+        stop = self.n if limit is None else min(self.n, limit)
+        for start in range(0, stop, batch_size):
+            yield start, self.read(start, min(start + batch_size, stop))
+
+    def class_name(self, i: int) -> str | None:
+        if self.labels is None or self.classes is None:
+            return None
+        k = int(self.labels[i])
+        return self.classes[k] if 0 <= k < len(self.classes) else str(k)
+
+
+def open_input(spec: str | os.PathLike, resize: bool = False, data_dir: str | os.PathLike | None = None
+               ) -> ImageSource:
+    """Open a data set split (``fashion-mnist:test``), an IDX file, a ``.npy`` array or a folder of images."""
+    text = str(spec)
+    path = Path(text)
+    split = _split_spec(text)
+    if split is not None and not path.exists():
+        return _dataset_source(*split, data_dir=data_dir)
+    if not path.exists():
+        raise InputError(f"{text}: no such file or folder; give a data set split (e.g. fashion-mnist:test), an "
+                         f"IDX file, a .npy array or a folder of PNG images")
+    if path.is_dir():
+        return _folder_source(path, resize)
+    if path.suffix == ".npy":
+        return _npy_source(path)
+    if _looks_like_idx(path):
+        return _idx_source(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: a single image; put it in a folder and give the folder")
+    raise InputError(f"{path}: not a readable input (expected an IDX file, a .npy array or a folder of PNG "
+                     f"images)")
+
+
+def _split_spec(text: str) -> tuple[str, str] | None:
+    from aelab.data import DATASETS
+
+    name, sep, split = text.partition(":")
+    if not sep or name not in DATASETS:
+        return None
+    return name, split
+
+
+def _dataset_source(name: str, split: str, data_dir: str | os.PathLike | None) -> ImageSource:
+    from aelab.data import DATASETS, load_raw
+
+    if split not in ("train", "test"):
+        raise InputError(f"{name}:{split}: unknown split {split!r}; use {name}:train or {name}:test")
+    (train_x, train_y, test_x, test_y), _ = load_raw(name, data_dir)
+    x, y = (train_x, train_y) if split == "train" else (test_x, test_y)
+    return ImageSource(label=f"{name}:{split}", n=len(x), read=lambda a, b: x[a:b],
+                       labels=y.astype(np.int64), classes=DATASETS[name].classes)
+
+
+# ------------------------------------------------------------------------------------------ .npy arrays
+def _npy_source(path: Path) -> ImageSource:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path}: not a readable .npy array ({str(err).splitlines()[0][:80]})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "uifb":
+        raise InputError(f"{path}: holds {getattr(arr, 'dtype', type(arr))} values, expected uint8 0..255 or "
+                         f"float 0..1 pixels")
+    if not batch_shape_ok(arr.shape):
+        raise InputError(f"{path}: images of shape {arr.shape}, expected {SHAPES_HELP}")
+    n = int(arr.shape[0])
+    if n == 0:
+        raise InputError(f"{path}: holds no images")
+    return ImageSource(label=str(path), n=n, read=lambda a, b: np.array(arr[a:b]).reshape(b - a, SIDE, SIDE))
+
+
+# ------------------------------------------------------------------------------------------ IDX files
+def _looks_like_idx(path: Path) -> bool:
+    return "idx" in path.name or path.suffix in (".idx", ".gz", ".ubyte")
+
+
+def _idx_header(fh: Any, path: Path) -> tuple[int, ...]:
+    head = fh.read(4)
+    if len(head) < 4:
+        raise InputError(f"{path}: too short for an IDX file")
+    zero, code, ndim = struct.unpack(">HBB", head)
+    if zero != 0 or code != 0x08 or ndim not in (1, 3):
+        raise InputError(f"{path}: not an IDX file of uint8 images or labels (magic {struct.unpack('>I', head)[0]})")
+    raw = fh.read(4 * ndim)
+    if len(raw) < 4 * ndim:
+        raise InputError(f"{path}: IDX header is truncated")
+    return struct.unpack(f">{ndim}I", raw)
+
+
+def _open_idx(path: Path) -> Any:
+    with path.open("rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else path.open("rb"), gz
+
+
+def _idx_source(path: Path) -> ImageSource:
+    fh, gz = _open_idx(path)
+    try:
+        dims = _idx_header(fh, path)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise InputError(f"{path}: damaged IDX file ({err})") from None
+    finally:
+        fh.close()
+    if len(dims) != 3:
+        raise InputError(f"{path}: an IDX label file, not images; give the matching images file")
+    n, h, w = dims
+    offset = 4 + 4 * 3
+    if (h, w) != (SIDE, SIDE):
+        raise InputError(f"{path}: images of {h}x{w}, expected 28x28")
+    if n == 0:
+        raise InputError(f"{path}: holds no images")
+    labels = _idx_labels(path, n)
+    if not gz:
+        size = path.stat().st_size
+        if size < offset + n * PIXELS:
+            raise InputError(f"{path}: header says {n} images but the file holds {size - offset} bytes; it is "
+                             f"truncated")
+        mm = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(n, SIDE, SIDE))
+        return ImageSource(label=str(path), n=n, read=lambda a, b: np.array(mm[a:b]), labels=labels)
+    return ImageSource(label=str(path), n=n, read=_GzipReader(path, offset, n), labels=labels)
+
+
+class _GzipReader:
+    """Reads a gzip IDX file front to back, one batch at a time (reopens when asked to go back)."""
+
+    def __init__(self, path: Path, offset: int, n: int):
+        self.path, self.offset, self.n = path, offset, n
+        self.fh: Any = None
+        self.pos = 0
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        if self.fh is None or start < self.pos:
+            if self.fh is not None:
+                self.fh.close()
+            self.fh = gzip.open(self.path, "rb")
+            self.fh.read(self.offset)
+            self.pos = 0
+        try:
+            if start > self.pos:
+                self.fh.read((start - self.pos) * PIXELS)
+            raw = self.fh.read((stop - start) * PIXELS)
+        except (OSError, EOFError) as err:
+            raise InputError(f"{self.path}: damaged gzip data ({err})") from None
+        if len(raw) < (stop - start) * PIXELS:
+            raise InputError(f"{self.path}: ends after {start + len(raw) // PIXELS} of {self.n} images; it is "
+                             f"truncated")
+        self.pos = stop
+        if stop >= self.n:
+            self.fh.close()
+            self.fh = None
+        return np.frombuffer(raw, dtype=np.uint8).reshape(stop - start, SIDE, SIDE)
+
+
+def _idx_labels(images: Path, n: int) -> np.ndarray | None:
+    """Labels from the ``*-labels-idx1-ubyte[.gz]`` file beside an images file, when there is one that fits."""
+    name = re.sub(r"images-idx3", "labels-idx1", images.name)
+    if name == images.name:
+        return None
+    for cand in (images.with_name(name), images.with_name(name + ".gz"), images.with_name(name.removesuffix(".gz"))):
+        if cand.is_file():
+            fh, _ = _open_idx(cand)
+            try:
+                dims = _idx_header(fh, cand)
+                if dims != (n,):
+                    return None
+                y = np.frombuffer(fh.read(n), dtype=np.uint8)
+            except (OSError, EOFError, gzip.BadGzipFile, InputError):
+                return None
+            finally:
+                fh.close()
+            return y.astype(np.int64) if len(y) == n else None
+    return None
+
+
+# ------------------------------------------------------------------------------------------ image folders
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def _folder_source(folder: Path, resize: bool) -> ImageSource:
+    from PIL import Image, UnidentifiedImageError
+
+    files = _image_files(folder)
+    labels = classes = None
+    if not files:
+        subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        per_class = [(d, _image_files(d)) for d in subdirs]
+        per_class = [(d, fs) for d, fs in per_class if fs]
+        if per_class:
+            classes = tuple(d.name for d, _ in per_class)
+            files = [f for _, fs in per_class for f in fs]
+            labels = np.concatenate([np.full(len(fs), k, dtype=np.int64) for k, (_, fs) in enumerate(per_class)])
+    if not files:
+        raise InputError(f"{folder}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+    resized = 0
+    for f in files:  # headers only: size and format, before any work is done
+        try:
+            with Image.open(f) as im:
+                size = im.size
+        except (UnidentifiedImageError, OSError) as err:
+            raise InputError(f"{f}: not an image ({type(err).__name__}); remove it from the folder") from None
+        if size != (SIDE, SIDE):
+            if not resize:
+                raise InputError(f"{f}: image is {size[0]}x{size[1]}, expected 28x28; pass --resize to resize it")
+            resized += 1
+    if resized:
+        warnings.warn(f"{folder}: {resized} of {len(files)} images are not 28x28 and are resized to 28x28",
+                      ResizeWarning, stacklevel=2)
+    names = [str(f.relative_to(folder)) for f in files]
+    return ImageSource(label=str(folder), n=len(files), read=lambda a, b: _read_images(files[a:b]),
+                       labels=labels, classes=classes, names=names, resized=resized)
+
+
+def _read_images(files: list[Path]) -> np.ndarray:
+    out = np.empty((len(files), SIDE, SIDE), dtype=np.uint8)
+    for i, f in enumerate(files):
+        out[i] = read_image(f)
+    return out
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image file -> uint8 (28, 28) grey; colour is converted (ITU-R 601 luma), other sizes resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                flat = Image.new("RGBA", im.size, (0, 0, 0, 255))  # transparent -> black background
+                im = Image.alpha_composite(flat, im)
+            if im.mode == "I;16" or im.mode == "I":
+                a = np.asarray(im, dtype=np.float64)
+                im = Image.fromarray(np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255)
+                                     .astype(np.uint8))
+            grey = im.convert("L")
+            if grey.size != (SIDE, SIDE):
+                grey = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+            return np.asarray(grey, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:60]})") from None
+
+
+def image_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:
+    """uint8 (h, w) -> PNG bytes, optionally enlarged by an integer factor (nearest neighbour)."""
+    import io
+
+    from PIL import Image
+
+    if scale > 1:
+        pixels = np.kron(pixels, np.ones((scale, scale), dtype=np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG")
+    return buf.getvalue()
