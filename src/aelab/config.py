@@ -65,7 +65,9 @@ class RunConfig:
                                     group="training")
     seed: int = opt(0, "random seed (split, initialisation, shuffling, dropout)", group="training")
     threads: int | None = opt(None, "CPU threads for torch (default: all cores)", group="training")
-    device: str = opt("auto", "cpu, cuda, mps or auto", group="training")
+    device: str = opt("auto", "cpu, cuda, mps or auto (on CUDA: data on the GPU, bf16 autocast)", group="training")
+    compile: bool = opt(False, "torch.compile the model (helps on CUDA; measured slower on small CPUs)",
+                        group="training")
     # output
     name: str | None = opt(None, "run name (default: dataset-model-latent-time)", group="output")
     report: bool = opt(True, "write figures and report.html when training ends", group="output")

@@ -148,6 +148,11 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.loss_fn = make_loss(cfg)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        # On CUDA: bf16 autocast for the forward pass (the loss in fp32); the data already lives on the GPU.
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.opt = make_optimizer(cfg, self.model)
         n = len(self.bundle.train)
         if n == 0:
@@ -209,7 +214,9 @@ class Trainer:
         with torch.inference_mode():
             for i in range(0, len(self.val_x), 1000):
                 x = self._batch(self.val_x[i:i + 1000])
-                total += float(self.loss_fn(self.model(x), x)) * len(x)
+                with self.autocast:
+                    logits = self.forward(x)
+                total += float(self.loss_fn(logits.float(), x)) * len(x)
         self.model.train()
         return total / len(self.val_x)
 
@@ -262,7 +269,9 @@ class Trainer:
         for b in range(st.batch, self.steps_per_epoch):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x = self._batch(self.train_x[idx])
-            loss = self.loss_fn(self.model(x), x)
+            with self.autocast:
+                logits = self.forward(x)
+            loss = self.loss_fn(logits.float(), x)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingDiverged(f"the loss became {value} at epoch {st.epoch + 1}, batch {b + 1}; lower "
