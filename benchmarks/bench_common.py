@@ -1,0 +1,174 @@
+"""Shared pieces of the benchmark suite: the machine, the fp32 ceiling, FLOP counts and test-set SSIM.
+
+Every module of the suite (and the Keras worker process) imports this one, so that both sides of a
+comparison measure the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from aelab.metrics import ssim_per_image
+
+TARGET_SSIM = 0.773  # the Keras base recipe's test SSIM after 10 epochs at latent 64 (DESIGN.md)
+
+
+# ------------------------------------------------------------------------------------------ the machine
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """What DESIGN.md asks beside every figure: CPU model, cores, torch version and thread count."""
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "numpy": _version("numpy"),
+        "tensorflow": _version("tensorflow-cpu") or _version("tensorflow"),
+        "keras": _version("keras"),
+        "onnxruntime": _version("onnxruntime"),
+        "scikit-image": _version("scikit-image"),
+        "load_average_start": load_average(),
+    }
+
+
+def machine_slug(info: dict[str, Any]) -> str:
+    """A short file-name-safe name of the machine: CPU model and usable CPUs, e.g. ``amd-epyc-2cpu``."""
+    model = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$", " ", info["cpu_model"].lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", model).strip("-")[:40].strip("-") or "cpu"
+    return f"{slug}-{info['usable_cpus']}cpu"
+
+
+# ------------------------------------------------------------------------------------------ the ceiling
+def matmul_gflops(n: int = 2048, seconds: float = 1.5, repeats: int = 5) -> dict[str, Any]:
+    """The machine's measured fp32 matrix-multiply rate (GFLOP/s) with torch's current thread count.
+
+    ``repeats`` timed blocks of about ``seconds / repeats`` each; the best block is the ceiling (the
+    machine is shared, so the best is the least disturbed), the median is reported beside it.
+    """
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    c = torch.empty(n, n)
+    torch.mm(a, b, out=c)  # warm-up
+    t0 = time.perf_counter()
+    torch.mm(a, b, out=c)
+    one = max(time.perf_counter() - t0, 1e-6)
+    reps = max(1, int(seconds / repeats / one))
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=c)
+        rates.append(2.0 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return {"size": n, "threads": torch.get_num_threads(), "gflops_best": round(max(rates), 1),
+            "gflops_median": round(statistics.median(rates), 1)}
+
+
+# ------------------------------------------------------------------------------------------ FLOPs
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations torch's FlopCounterMode attributes to ``fn`` (matmuls and convolutions)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def model_flops(model: torch.nn.Module, part: str = "forward", batch: int = 64) -> float:
+    """FLOPs per image: ``forward`` (the whole autoencoder), ``encode`` or ``train`` (forward + backward).
+
+    Counted on a fresh copy in NCHW so that the count does not depend on the memory format; only
+    convolutions and matrix multiplies are counted (elementwise work, pooling and the optimizer are not).
+    """
+    import copy
+
+    m = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).train(part == "train")
+    x = torch.rand(batch, 1, 28, 28)
+    if part == "encode":
+        with torch.no_grad():
+            flops = count_flops(lambda: m.encode(x))
+    elif part == "forward":
+        with torch.no_grad():
+            flops = count_flops(lambda: m(x))
+    else:
+        def step() -> None:
+            torch.nn.functional.binary_cross_entropy_with_logits(m(x), x).backward()
+        flops = count_flops(step)
+    return flops / batch
+
+
+def ceiling_share(images_per_s: float | None, flops_per_image: float, gflops: float) -> float | None:
+    """The share of the measured fp32 matmul rate that ``images_per_s`` x ``flops_per_image`` reaches."""
+    if not images_per_s or not gflops:
+        return None
+    return round(images_per_s * flops_per_image / (gflops * 1e9), 4)
+
+
+# ------------------------------------------------------------------------------------------ quality
+def mean_ssim(pixels: torch.Tensor, target: torch.Tensor, batch: int = 2000) -> float:
+    """The headline SSIM (DESIGN.md) of reconstructions ``pixels`` against ``target``, both (n,1,28,28)."""
+    total = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(pixels), batch):
+            s = ssim_per_image(pixels[i:i + batch].to(torch.float64), target[i:i + batch].to(torch.float64))
+            total += float(s.sum())
+    return total / max(len(pixels), 1)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Median, min and max of a list of per-round figures (all rounded)."""
+    if not values:
+        return {"median": None, "min": None, "max": None, "rounds": []}
+    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
+            "max": round(max(values), 1), "rounds": [round(v, 1) for v in values]}
+
+
+def ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, digits)

@@ -1,0 +1,136 @@
+"""The Markdown table beside each results JSON: the same figures, for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(v: Any, fmt: str = "{:,.0f}") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (int, float)):
+        return fmt.format(v)
+    return str(v)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def _x(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}x"
+
+
+def machine_lines(r: dict[str, Any]) -> list[str]:
+    m = r["machine"]
+    ceiling = r.get("fp32_matmul", {})
+    return [
+        f"Machine: {m['cpu_model']}, {m['usable_cpus']} usable CPUs ({m['logical_cpus']} logical), torch "
+        f"{m['torch']} with {m['torch_threads']} threads; TensorFlow {m.get('tensorflow') or 'absent'}, Keras "
+        f"{m.get('keras') or 'absent'}, ONNX Runtime {m.get('onnxruntime') or 'absent'}.",
+        f"Load average at start {m.get('load_average_start')}, at end {m.get('load_average_end')} "
+        f"(a load above the CPU count means other processes shared the machine).",
+        f"Measured fp32 matmul ceiling: {_f(ceiling.get('gflops_best'), '{:.1f}')} GFLOP/s, the best of the "
+        f"checks at the start and after each section ({r.get('fp32_matmul_checks')}; {ceiling.get('size')}x"
+        f"{ceiling.get('size')} torch.mm, {ceiling.get('threads')} threads). Shares of this ceiling count "
+        f"convolution and matmul FLOPs only.",
+    ]
+
+
+def throughput_md(t: dict[str, Any]) -> list[str]:
+    lines = [f"## Training throughput: `conv`, latent {t['latent']}, batch {t['batch']}",
+             "", f"{t['rounds']} rounds of {t['images_per_round']:,} images each (after {t['warmup_rounds']} "
+             f"warm-up), contenders alternating; {t['threads']} threads. Training FLOPs per image (conv and "
+             f"matmul, forward + backward): {t['train_flops_per_image'] / 1e6:.1f} M.", "",
+             "| contender | images/s (median) | min–max | share of fp32 ceiling | final loss |",
+             "|---|---:|---:|---:|---:|"]
+    for name, c in t["contenders"].items():
+        lines.append(f"| {name}: {c['what']} | {_f(c['median'])} | {_f(c['min'])}–{_f(c['max'])} | "
+                     f"{_pct(c['fp32_ceiling_share'])} | {_f(c['final_loss'], '{:.4f}')} |")
+    lines += ["", f"aelab / Keras: **{_x(t['ratio_vs_keras'])}** (paired rounds: {t['paired_ratios_vs_keras']}); "
+              f"aelab / tutorial loop: **{_x(t['ratio_vs_tutorial'])}** (paired rounds: "
+              f"{t['paired_ratios_vs_tutorial']})."]
+    return lines + [f"- {n}" for n in t["notes"]]
+
+
+def quality_md(q: dict[str, Any]) -> list[str]:
+    budgets = [f"{b:g}" for b in q["budgets_minutes"]]
+    lines = [f"## Time to quality: test SSIM >= {q['target_ssim']} at latent {q['latent']}", "",
+             f"Train {q['train_images']:,} images, judged on {q['test_images']:,} test images after every epoch; "
+             f"time cap {q['time_cap_minutes']:g} min per contender; {q['threads']} threads.", "",
+             "| contender | seconds to target | epochs | " + " | ".join(f"SSIM at {b} min" for b in budgets)
+             + " | final SSIM | wall s | stopped |",
+             "|---|---:|---:|" + "---:|" * len(budgets) + "---:|---:|---|"]
+    for name in ("aelab", "keras"):
+        c = q.get(name)
+        if not c:
+            continue
+        at = " | ".join(_f(c["ssim_at_minutes"].get(b), "{:.4f}") for b in budgets)
+        lines.append(f"| {name}: {c['recipe']} | {_f(c['seconds_to_target'], '{:.0f}')} | "
+                     f"{_f(c['epochs_to_target'])} | {at} | {_f(c['final_ssim'], '{:.4f}')} | "
+                     f"{_f(c['wall_s'], '{:.0f}')} | {c['stopped']} |")
+    if "time_ratio" in q:
+        lines += ["", f"aelab's time to target / Keras's: **{q['time_ratio']:.3f}**"]
+    elif "time_ratio_upper_bound" in q:
+        lines += ["", f"aelab's time to target / Keras's: **< {q['time_ratio_upper_bound']:.3f}** (upper bound)"]
+    lines += ["", "Per epoch (wall s, SSIM):"]
+    for name in ("aelab", "keras"):
+        if q.get(name):
+            lines.append(f"- {name}: " + ", ".join(f"{h['epoch']}: {h['wall_s']:.0f} s {h['ssim']:.4f}"
+                                                   for h in q[name]["history"]))
+    return lines + [f"- {n}" for n in q["notes"]]
+
+
+def evaluation_md(e: dict[str, Any]) -> list[str]:
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in e["parts_seconds"].items())
+    return [f"## Evaluation: all metrics on {e['test_images']:,} test images", "",
+            "| what | seconds |", "|---|---:|",
+            f"| `evaluate_run` cold (PCA baseline fitted) | {e['evaluate_run_seconds_cold']:.2f} |",
+            f"| `evaluate_run` warm (PCA baseline read back) | {e['evaluate_run_seconds_warm']:.2f} |",
+            f"| aelab `reconstruction_metrics` (SSIM, SSIM-7, PSNR, MSE, BCE) | "
+            f"{e['parts_seconds']['reconstruction_metrics']:.2f} |",
+            f"| peer: {e['peer']['what']} | {e['peer']['seconds']:.2f} |", "",
+            f"Metrics speed-up vs scikit-image: **{_f(e['speedup_vs_skimage'], '{:.1f}')}x** (means agree to "
+            f"{max(e['peer']['abs_difference_of_means'].values()):.1e}). Parts (s): {parts}."]
+
+
+def encoding_md(e: dict[str, Any]) -> list[str]:
+    lines = [f"## Encoding: {e['images']:,} test images, trained `{e['model']['model']}` encoder, latent "
+             f"{e['model']['latent']}", "",
+             f"Encoder FLOPs per image: {e['encode_flops_per_image'] / 1e6:.1f} M; {e['threads']} threads; "
+             f"model: {e['source']}.", "",
+             "| contender | images/s (best) | median | share of fp32 ceiling |", "|---|---:|---:|---:|"]
+    for name, c in e["contenders"].items():
+        lines.append(f"| {name}: {c['what']} | {_f(c['images_per_s'])} | {_f(c['median_images_per_s'])} | "
+                     f"{_pct(c['fp32_ceiling_share'])} |")
+    lines += ["", f"aelab / tutorial loop: **{_x(e['ratio_vs_tutorial'])}**"
+              + (f"; ONNX Runtime / aelab: **{_x(e['onnxruntime_vs_aelab'])}** (max abs difference "
+                 f"{e['contenders']['onnxruntime']['max_abs_difference']:.1e})" if "onnxruntime_vs_aelab" in e
+                 else "")]
+    return lines + [f"- {n}" for n in e["notes"]]
+
+
+def profile_md(p: dict[str, Any]) -> list[str]:
+    lines = [f"## Profile: preset `{p['preset']}` ({p['model']}, batch {p['batch']}), one epoch of "
+             f"{p['steps']} steps", "",
+             f"{p['wall_s']:.1f} s wall while profiled, {_f(p['images_per_s_while_profiled'])} images/s; "
+             f"self CPU total {p['self_cpu_total_ms']:,.0f} ms.", "",
+             "| operator | self CPU ms | share | calls |", "|---|---:|---:|---:|"]
+    for r in p["top_ops"]:
+        lines.append(f"| `{r['op']}` | {r['self_cpu_ms']:,.1f} | {_pct(r['share'])} | {r['calls']} |")
+    return lines
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"# aelab benchmarks, {r['date']}{' (smoke run: tiny slices, figures meaningless)' if r['smoke'] else ''}",
+             "", *machine_lines(r), "", f"Command: `{r['command']}`; {r['seconds']:.0f} s in all.", ""]
+    s = r["sections"]
+    for key, fn in (("throughput", throughput_md), ("quality", quality_md), ("evaluate", evaluation_md),
+                    ("encode", encoding_md)):
+        if s.get(key):
+            lines += [*fn(s[key]), ""]
+    for p in s.get("profile") or []:
+        lines += [*profile_md(p), ""]
+    for err in r.get("errors", []):
+        lines.append(f"- ERROR: {err}")
+    return "\n".join(lines).rstrip() + "\n"

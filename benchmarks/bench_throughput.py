@@ -1,0 +1,99 @@
+"""Training throughput of the base ``conv`` model (latent 64, batch 256) against its peers, in rounds.
+
+aelab is measured through its public ``Trainer`` with the ``seed-64`` preset (the Keras recipe: BCE, Adam
+1e-3, batch 256), so that whatever fast path the Trainer takes is what is timed. Each Trainer epoch over the
+same slice of real training images is one round; after it (in ``on_epoch_end``) the peers run one epoch each
+over the same images, their order alternating from round to round. Round 0 is a warm-up for every
+contender (tracing, oneDNN primitive creation) and is not counted. The Trainer's own per-epoch
+``images_per_s`` is used: training-loop time only (its validation pass and checkpoint writes excluded), the
+same span the peers' clocks cover.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_common import ceiling_share, model_flops, ratio, summary
+from bench_keras import KerasPeer, PeerError, temp_npy
+from bench_tutorial import TutorialLoop
+
+from aelab.config import resolve
+from aelab.data import DataBundle, Split
+from aelab.models import build_model, count_parameters
+from aelab.runs import Run
+from aelab.train import LoopState, Trainer
+
+
+def slice_bundle(bundle: DataBundle, n_train: int, n_val: int = 256) -> DataBundle:
+    """The first ``n_train`` training images (and a small validation slice) of ``bundle``."""
+    def cut(s: Split, n: int) -> Split:
+        return Split(s.images[:n], s.labels[:n])
+    return replace(bundle, train=cut(bundle.train, n_train), val=cut(bundle.val, n_val))
+
+
+def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int, threads: int,
+                   keras: KerasPeer | None, keras_skip: str | None, gflops: float, tmp: str) -> dict[str, Any]:
+    data = slice_bundle(bundle, images)
+    cfg = resolve("seed-64", overrides=dict(epochs=rounds + warmup, patience=0, threads=threads))
+    tutorial = TutorialLoop(data.train.images, data.train.labels, latent=cfg.latent, batch=cfg.batch_size)
+    npy = temp_npy(tmp, "throughput", data.train.images) if keras else None
+    rates: dict[str, list[float]] = {"aelab": [], "tutorial": [], "keras": []}
+    losses: dict[str, float] = {}
+    notes: list[str] = []
+    if keras_skip:
+        notes.append(keras_skip)
+
+    def peers(round_index: int) -> None:
+        order = ["tutorial", "keras"] if round_index % 2 == 0 else ["keras", "tutorial"]
+        for name in order:
+            if name == "tutorial":
+                out = tutorial.epoch()
+            elif keras is not None and not any(n.startswith("Keras failed") for n in notes):
+                try:
+                    out = keras.call("throughput", x=npy, batch=cfg.batch_size, latent=cfg.latent)
+                except PeerError as err:
+                    notes.append(f"Keras failed: {err}")
+                    continue
+            else:
+                continue
+            losses[name] = out["loss"]
+            if round_index >= warmup:
+                rates[name].append(out["images_per_s"])
+
+    def on_epoch_end(st: LoopState) -> None:
+        row = st.history[-1]
+        losses["aelab"] = row["train_loss"]
+        if st.epoch > warmup:
+            rates["aelab"].append(row["images_per_s"])
+        peers(st.epoch - 1)
+
+    with tempfile.TemporaryDirectory(dir=tmp) as folder:
+        trainer = Trainer(cfg, Run(Path(folder)), bundle=data, progress=False, on_epoch_end=on_epoch_end)
+        trainer.fit()
+    flops = model_flops(build_model("conv", latent=cfg.latent), "train")
+    med = {k: summary(v)["median"] for k, v in rates.items()}
+    contenders = {
+        "aelab": {"what": "aelab Trainer, preset seed-64 (the fast path the Trainer takes)",
+                  "parameters": count_parameters(trainer.model), **summary(rates["aelab"])},
+        "tutorial": {"what": "plain PyTorch: per-sample Dataset (PIL + ToTensor) and DataLoader, NCHW",
+                     **summary(rates["tutorial"])},
+        "keras": {"what": "Keras 3 on TensorFlow, model.fit, same layers", **summary(rates["keras"])},
+    }
+    for name, c in contenders.items():
+        c["final_loss"] = round(losses[name], 4) if name in losses else None
+        c["fp32_ceiling_share"] = ceiling_share(c["median"], flops, gflops)
+    return {
+        "model": "conv", "latent": cfg.latent, "batch": cfg.batch_size, "images_per_round": len(data.train),
+        "rounds": rounds, "warmup_rounds": warmup, "threads": threads, "torch_threads": torch.get_num_threads(),
+        "train_flops_per_image": round(flops), "contenders": contenders,
+        "ratio_vs_keras": ratio(med["aelab"], med["keras"]),
+        "ratio_vs_tutorial": ratio(med["aelab"], med["tutorial"]),
+        "paired_ratios_vs_keras": [ratio(a, b) for a, b in zip(rates["aelab"], rates["keras"], strict=False)],
+        "paired_ratios_vs_tutorial": [ratio(a, b) for a, b in zip(rates["aelab"], rates["tutorial"],
+                                                                  strict=False)],
+        "notes": notes,
+    }
