@@ -145,3 +145,6 @@ from aelab.cli_use import encode; main.add_command(encode)  # noqa: E402, E702, 
 from aelab.cli_use import decode; main.add_command(decode)  # noqa: E402, E702, I001
 from aelab.cli_use import reconstruct; main.add_command(reconstruct)  # noqa: E402, E702, I001
 from aelab.cli_use import export; main.add_command(export)  # noqa: E402, E702, I001
+from aelab.cli_experiments import tune; main.add_command(tune)  # noqa: E402, E702, I001
+from aelab.cli_experiments import compare; main.add_command(compare)  # noqa: E402, E702, I001
+from aelab.cli_experiments import study; main.add_command(study)  # noqa: E402, E702, I001
