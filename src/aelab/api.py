@@ -4,17 +4,20 @@ Images may be numpy arrays or torch tensors of shape (n, 28, 28), (n, 1, 28, 28)
 0..255 (any integer type) or float in [0, 1]; a numpy memory map works too and is read a batch at a time.
 Results are numpy arrays unless ``as_tensor=True``.
 
-Example (a real run is needed; ``aelab train --train-limit 2000 --epochs 1 --out runs/quick`` makes one)::
+Example (with a run folder at ``runs/quick``; ``aelab train --train-limit 2000 --epochs 1 --out runs/quick``
+makes one in a minute)::
 
     >>> import aelab
     >>> from aelab.data import load_dataset
-    >>> model = aelab.load("runs/quick")                      # doctest: +SKIP
+    >>> model = aelab.load("runs/quick")
     >>> x = load_dataset("fashion-mnist", test_limit=100).test.images.numpy()   # uint8 (100, 28, 28)
-    >>> codes = model.encode(x)                                # doctest: +SKIP
-    >>> codes.shape, codes.dtype                               # doctest: +SKIP
-    ((100, 64), dtype('float32'))
-    >>> model.decode(codes).shape                              # doctest: +SKIP
+    >>> codes = model.encode(x)                               # numpy float32 (100, latent)
+    >>> codes.shape == (100, model.latent)
+    True
+    >>> model.decode(codes).shape                             # pixels in [0, 1]
     (100, 28, 28)
+    >>> model.reconstruct(x.reshape(100, 784) / 255.0).shape  # same layout as the input
+    (100, 784)
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ DEFAULT_BATCH = 1024
 
 def check_codes(codes: Any, latent: int, what: str = "codes", first_index: int = 0) -> torch.Tensor:
     """Codes (n, latent) as numpy or torch -> float32 tensor; wrong width, NaN or infinities raise InputError."""
-    t = codes if isinstance(codes, torch.Tensor) else torch.from_numpy(np.asarray(codes))
+    if isinstance(codes, torch.Tensor):
+        t = codes
+    else:
+        arr = np.asarray(codes)
+        if arr.dtype.kind not in "uif":
+            raise InputError(f"{what} are of type {arr.dtype}; give real numbers")
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # one batch: a small copy
     if t.ndim != 2:
         raise InputError(f"{what} have shape {tuple(t.shape)}, expected (n, {latent})")
     if t.shape[1] != latent:
@@ -114,7 +123,7 @@ class TrainedModel:
     def _ranges(self, n: int, batch_size: int | None, progress: bool, desc: str) -> Iterator[tuple[int, int]]:
         b = batch_size or self.batch_size
         starts = range(0, n, b)
-        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
+        for start in tqdm(starts, desc=desc, unit="batch", disable=None if progress else True, leave=False):
             yield start, min(start + b, n)
 
     def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,9 +206,9 @@ def load(run: str | os.PathLike, which: str = "best", device: str | None = "cpu"
     Example::
 
         >>> import aelab
-        >>> model = aelab.load("runs/quick")        # doctest: +SKIP
-        >>> model                                    # doctest: +SKIP
-        TrainedModel(model='conv-modified', latent=64, source='runs/quick')
+        >>> model = aelab.load("runs/quick")
+        >>> model.source, model.device.type
+        ('runs/quick', 'cpu')
     """
     from aelab.data import DATASETS
     from aelab.runs import Run

@@ -35,7 +35,9 @@ class Result:
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, disable=not progress, leave=False)
+    """A progress bar on stderr; shown only when stderr is a terminal (``disable=None``) and ``progress``."""
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, disable=None if progress else True,
+                leave=False)
 
 
 def _limit(n: int, limit: int | None) -> int:
