@@ -117,50 +117,50 @@ def _series(row: dict[str, Any], several_datasets: bool) -> str:
     return f"{label} ({row['dataset']})" if several_datasets else label
 
 
-def plot_ssim_vs_latent(rows: Sequence[dict[str, Any]], title: str = "SSIM against latent size") -> bytes:
-    """PNG: test SSIM of each autoencoder series and of PCA against the latent size (log-scaled axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def draw_ssim_vs_latent(ax: Any, rows: Sequence[dict[str, Any]], title: str = "SSIM against latent size") -> None:
+    """Test SSIM of each autoencoder series and of PCA (one curve per data set) against the latent size."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     several = len(datasets) > 1
-    fig, ax = plt.subplots(figsize=(7.0, 4.4), dpi=110)
-    try:
-        groups: dict[str, list[tuple[int, float]]] = {}
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        groups.setdefault(_series(r, several), []).append((r["latent"], r["ssim"]))
+    for label, pts in groups.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linewidth=1.6, label=label)
+    for ds in datasets:
+        pca: dict[int, float] = {}
         for r in rows:
-            groups.setdefault(_series(r, several), []).append((r["latent"], r["ssim"]))
-        for label, pts in groups.items():
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linewidth=1.6, label=label)
-        for ds in datasets:
-            pca: dict[int, float] = {}
-            for r in rows:
-                if r["dataset"] == ds and r.get("pca_ssim") is not None:
-                    pca.setdefault(r["latent"], r["pca_ssim"])
-            pts = sorted(pca.items())
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", marker="s", color="0.45",
-                    linewidth=1.2, label=f"PCA ({ds})" if several else "PCA")
-        latents = sorted({r["latent"] for r in rows})
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator(latents))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([str(v) for v in latents])
-        if len(latents) == 1:
-            ax.set_xlim(latents[0] / 2, latents[0] * 2)
-        ax.set_xlabel("latent size (log scale)")
-        ax.set_ylabel("test SSIM (11x11 Gaussian)")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+            if r["dataset"] == ds and r.get("pca_ssim") is not None:
+                pca.setdefault(r["latent"], r["pca_ssim"])
+        pts = sorted(pca.items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", marker="s", color="0.45",
+                linewidth=1.2, label=f"PCA ({ds})" if several else "PCA")
+    latents = sorted({r["latent"] for r in rows})
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(latents))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(v) for v in latents])
+    if len(latents) == 1:
+        ax.set_xlim(latents[0] / 2, latents[0] * 2)
+    ax.set_xlabel("latent size (log scale)")
+    ax.set_ylabel("test SSIM (11x11 Gaussian)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def plot_ssim_vs_latent(rows: Sequence[dict[str, Any]], title: str = "SSIM against latent size") -> bytes:
+    """The SSIM-vs-latent plot as PNG bytes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.4), dpi=110)
+    draw_ssim_vs_latent(fig.add_subplot(), rows, title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ the page

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
@@ -450,8 +449,6 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
     fail_stale_trials(study)
     remaining = settings.trials - count_finished(study)
     if remaining > 0:
-        if settings.base.threads is None and settings.jobs == 1:
-            torch.set_num_threads(_cores())
         _optimize(settings, study, remaining, bundle)
     elif settings.progress:
         print(f"study {settings.study} already holds {count_finished(study)} finished trials "
