@@ -141,6 +141,7 @@ def evaluate(run: str) -> None:
 
 
 # Commands of the other stages register here, one line each.
+from aelab.cli_report import report; main.add_command(report)  # noqa: E402, E702, I001
 from aelab.cli_use import encode; main.add_command(encode)  # noqa: E402, E702, I001
 from aelab.cli_use import decode; main.add_command(decode)  # noqa: E402, E702, I001
 from aelab.cli_use import reconstruct; main.add_command(reconstruct)  # noqa: E402, E702, I001

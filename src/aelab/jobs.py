@@ -71,9 +71,7 @@ def _finish(run: Run, trainer: Trainer, evaluate: bool) -> tuple[Run, dict[str, 
 
 
 def write_report_if_available(run: Run) -> Path | None:
-    """Figures and report.html for ``run`` (the report module is optional while it is being built)."""
-    try:
-        from aelab.report import write_report
-    except ImportError:
-        return None
+    """Figures and report.html for ``run``."""
+    from aelab.report import write_report
+
     return write_report(run)
