@@ -87,27 +87,38 @@ def machine_slug(info: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the ceiling
-def matmul_gflops(n: int = 2048, seconds: float = 1.5, repeats: int = 5) -> dict[str, Any]:
-    """The machine's measured fp32 matrix-multiply rate (GFLOP/s) with torch's current thread count.
-
-    ``repeats`` timed blocks of about ``seconds / repeats`` each; the best block is the ceiling (the
-    machine is shared, so the best is the least disturbed), the median is reported beside it.
-    """
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
-    c = torch.empty(n, n)
+def _mm_rate(n: int, seconds: float, repeats: int) -> list[float]:
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
     torch.mm(a, b, out=c)  # warm-up
     t0 = time.perf_counter()
     torch.mm(a, b, out=c)
-    one = max(time.perf_counter() - t0, 1e-6)
-    reps = max(1, int(seconds / repeats / one))
+    reps = max(1, int(seconds / repeats / max(time.perf_counter() - t0, 1e-6)))
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(reps):
             torch.mm(a, b, out=c)
         rates.append(2.0 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
-    return {"size": n, "threads": torch.get_num_threads(), "gflops_best": round(max(rates), 1),
+    return rates
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 1.5, repeats: int = 5) -> dict[str, Any]:
+    """The machine's measured fp32 matrix-multiply rate (GFLOP/s): torch.mm of n x n matrices.
+
+    Measured with torch's current thread count and with one thread (times the thread count: what the
+    threads could reach without sharing the machine), ``repeats`` timed blocks each; the best block counts
+    (the machine is shared, so the best is the least disturbed). ``gflops_best`` is the larger of the two.
+    """
+    threads = torch.get_num_threads()
+    rates = _mm_rate(n, seconds / 2, repeats)
+    torch.set_num_threads(1)
+    try:
+        one = _mm_rate(n, seconds / 2, repeats)
+    finally:
+        torch.set_num_threads(threads)
+    return {"size": n, "threads": threads, "gflops_all_threads": round(max(rates), 1),
+            "gflops_one_thread": round(max(one), 1),
+            "gflops_best": round(max(max(rates), max(one) * threads), 1),
             "gflops_median": round(statistics.median(rates), 1)}
 
 
@@ -172,3 +183,42 @@ def ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:
     if not a or not b:
         return None
     return round(a / b, digits)
+
+
+# ------------------------------------------------------------------------------------------ time to quality
+class Judge:
+    """The clock and the SSIM readings of one time-to-quality contender.
+
+    The clock is wall time since the contender started, minus the time spent judging. ``epoch_end`` reads
+    the test SSIM after each epoch; ``step`` is called after every optimizer step and reads it once each
+    budget mark is passed (the first step after T minutes), returning True once the cap (the last mark) is
+    reached so that the contender stops there.
+    """
+
+    def __init__(self, evaluate: Callable[[], float], budgets_s: list[float]):
+        self.evaluate, self.marks = evaluate, sorted(budgets_s)
+        self.next_mark, self.spent = 0, 0.0
+        self.readings: list[dict[str, Any]] = []
+        self.t0 = time.perf_counter()
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.t0 - self.spent
+
+    def read(self, at: str, epochs: float, **extra: Any) -> None:
+        wall = self.wall()
+        t = time.perf_counter()
+        ssim = self.evaluate()
+        self.spent += time.perf_counter() - t
+        self.readings.append({"at": at, "epochs": round(epochs, 2), "wall_s": round(wall, 2),
+                              "ssim": round(ssim, 4), **extra})
+
+    def step(self, epochs: float) -> bool:
+        wall = self.wall()
+        if self.next_mark < len(self.marks) and wall >= self.marks[self.next_mark]:
+            while self.next_mark < len(self.marks) and wall >= self.marks[self.next_mark]:
+                self.next_mark += 1
+            self.read(f"{self.marks[self.next_mark - 1] / 60:g} min", epochs)
+        return wall >= self.marks[-1]
+
+    def epoch_end(self, epoch: int, **extra: Any) -> None:
+        self.read("epoch end", float(epoch), **extra)

@@ -19,6 +19,7 @@ from bench_common import ratio
 from aelab.data import DataBundle, to_float
 from aelab.evaluate import encode_all, evaluate_run, fit_pca, reconstruct_all
 from aelab.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics
+from aelab.models import Autoencoder
 from aelab.runs import Run
 
 
@@ -43,8 +44,8 @@ def skimage_metrics(recon: np.ndarray, target: np.ndarray) -> dict[str, float]:
             "mse": float(np.mean(mse))}
 
 
-def run_evaluation(run: Run, bundle: DataBundle) -> dict[str, Any]:
-    model = run.load_model("best")
+def run_evaluation(run: Run, model: Autoencoder, bundle: DataBundle) -> dict[str, Any]:
+    model.eval()
     run.pca.unlink(missing_ok=True)
     metrics, cold = _timed(lambda: evaluate_run(run, bundle=bundle, model=model))
     _, warm = _timed(lambda: evaluate_run(run, bundle=bundle, model=model))

@@ -124,41 +124,41 @@ class _Worker:
         return {"images": int(len(data)), "seconds": seconds, "images_per_s": len(data) / seconds,
                 "loss": times["loss"]}
 
-    def quality(self, train: str, test: str, epochs: int = 10, cap_s: float = 600.0, batch: int = 256,
+    def quality(self, train: str, test: str, budgets_s: list[float], epochs: int = 10, batch: int = 256,
                 latent: int = 64, seed: int = 0) -> dict[str, Any]:
         import keras
         import torch
-        from bench_common import mean_ssim
+        from bench_common import Judge, mean_ssim
 
         x_train, x_test = self.data(train), self.data(test)
         target = torch.from_numpy(x_test).permute(0, 3, 1, 2).contiguous()
-        history: list[dict[str, Any]] = []
-        state = {"eval": 0.0, "epoch_start": 0.0, "stopped": "completed"}
-        t0 = time.perf_counter()
+        steps = -(-len(x_train) // batch)
+        box: dict[str, Any] = {"stopped": "completed", "epoch": 0}
 
-        class Judge(keras.callbacks.Callback):
+        def evaluate() -> float:
+            pred = box["model"].predict(x_test, batch_size=1000, verbose=0)
+            return mean_ssim(torch.from_numpy(pred).permute(0, 3, 1, 2), target)
+
+        judge = Judge(evaluate, budgets_s)
+
+        class Hooks(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-                state["epoch_start"] = time.perf_counter()
+                box["epoch"] = epoch
 
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                t_end = time.perf_counter()
-                epoch_s = t_end - state["epoch_start"]
-                pred = self.model.predict(x_test, batch_size=1000, verbose=0)
-                ssim = mean_ssim(torch.from_numpy(pred).permute(0, 3, 1, 2), target)
-                wall = t_end - t0 - state["eval"]
-                history.append({"epoch": epoch + 1, "wall_s": round(wall, 2), "epoch_s": round(epoch_s, 2),
-                                "loss": round(float((logs or {}).get("loss", float("nan"))), 5),
-                                "ssim": round(ssim, 4)})
-                state["eval"] += time.perf_counter() - t_end
-                if epoch + 1 < epochs and wall + epoch_s > cap_s:  # the next epoch would overrun the cap
-                    state["stopped"] = "time-cap"
+            def on_train_batch_end(self, batch_index: int, logs: Any = None) -> None:
+                if judge.step(box["epoch"] + (batch_index + 1) / steps):
+                    box["stopped"] = "time-cap"
                     self.model.stop_training = True
 
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                if box["stopped"] != "time-cap":
+                    judge.epoch_end(epoch + 1, loss=round(float((logs or {}).get("loss", float("nan"))), 5))
+
         keras.utils.set_random_seed(seed)
-        model = build_model(latent)
-        model.fit(x_train, x_train, batch_size=batch, epochs=epochs, shuffle=True, verbose=0,
-                  callbacks=[Judge()])
-        return {"history": history, "stopped": state["stopped"], "eval_seconds": round(state["eval"], 2)}
+        box["model"] = build_model(latent)
+        box["model"].fit(x_train, x_train, batch_size=batch, epochs=epochs, shuffle=True, verbose=0,
+                         callbacks=[Hooks()])
+        return {"readings": judge.readings, "stopped": box["stopped"], "eval_seconds": round(judge.spent, 2)}
 
 
 def worker_main(threads: int | None) -> None:

@@ -32,7 +32,9 @@ def machine_lines(r: dict[str, Any]) -> list[str]:
         f"(a load above the CPU count means other processes shared the machine).",
         f"Measured fp32 matmul ceiling: {_f(ceiling.get('gflops_best'), '{:.1f}')} GFLOP/s, the best of the "
         f"checks at the start and after each section ({r.get('fp32_matmul_checks')}; {ceiling.get('size')}x"
-        f"{ceiling.get('size')} torch.mm, {ceiling.get('threads')} threads). Shares of this ceiling count "
+        f"{ceiling.get('size')} torch.mm, the better of {ceiling.get('threads')} threads together and one thread "
+        f"times {ceiling.get('threads')}; at the start: {ceiling.get('gflops_all_threads')} and "
+        f"{ceiling.get('gflops_one_thread')} x {ceiling.get('threads')}). Shares of this ceiling count "
         f"convolution and matmul FLOPs only.",
     ]
 
@@ -56,28 +58,29 @@ def throughput_md(t: dict[str, Any]) -> list[str]:
 def quality_md(q: dict[str, Any]) -> list[str]:
     budgets = [f"{b:g}" for b in q["budgets_minutes"]]
     lines = [f"## Time to quality: test SSIM >= {q['target_ssim']} at latent {q['latent']}", "",
-             f"Train {q['train_images']:,} images, judged on {q['test_images']:,} test images after every epoch; "
+             f"Train {q['train_images']:,} images, judged on {q['test_images']:,} test images after every epoch and "
+             f"at each budget; "
              f"time cap {q['time_cap_minutes']:g} min per contender; {q['threads']} threads.", "",
-             "| contender | seconds to target | epochs | " + " | ".join(f"SSIM at {b} min" for b in budgets)
-             + " | final SSIM | wall s | stopped |",
-             "|---|---:|---:|" + "---:|" * len(budgets) + "---:|---:|---|"]
+             "| contender | seconds to target | epochs to target | " + " | ".join(f"SSIM at {b} min" for b in budgets)
+             + " | final SSIM | epochs | wall s | stopped |",
+             "|---|---:|---:|" + "---:|" * len(budgets) + "---:|---:|---:|---|"]
     for name in ("aelab", "keras"):
         c = q.get(name)
         if not c:
             continue
         at = " | ".join(_f(c["ssim_at_minutes"].get(b), "{:.4f}") for b in budgets)
         lines.append(f"| {name}: {c['recipe']} | {_f(c['seconds_to_target'], '{:.0f}')} | "
-                     f"{_f(c['epochs_to_target'])} | {at} | {_f(c['final_ssim'], '{:.4f}')} | "
-                     f"{_f(c['wall_s'], '{:.0f}')} | {c['stopped']} |")
+                     f"{_f(c['epochs_to_target'], '{:g}')} | {at} | {_f(c['final_ssim'], '{:.4f}')} | "
+                     f"{_f(c['epochs'], '{:g}')} | {_f(c['wall_s'], '{:.0f}')} | {c['stopped']} |")
     if "time_ratio" in q:
         lines += ["", f"aelab's time to target / Keras's: **{q['time_ratio']:.3f}**"]
     elif "time_ratio_upper_bound" in q:
         lines += ["", f"aelab's time to target / Keras's: **< {q['time_ratio_upper_bound']:.3f}** (upper bound)"]
-    lines += ["", "Per epoch (wall s, SSIM):"]
+    lines += ["", "Readings (when, epochs done, wall s, SSIM):"]
     for name in ("aelab", "keras"):
         if q.get(name):
-            lines.append(f"- {name}: " + ", ".join(f"{h['epoch']}: {h['wall_s']:.0f} s {h['ssim']:.4f}"
-                                                   for h in q[name]["history"]))
+            lines.append(f"- {name}: " + "; ".join(f"{r['at']} {r['epochs']:g} ep {r['wall_s']:.0f} s "
+                                                   f"{r['ssim']:.4f}" for r in q[name]["readings"]))
     return lines + [f"- {n}" for n in q["notes"]]
 
 

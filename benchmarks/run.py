@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if a.smoke:  # tiny everything; the figures mean nothing, the code paths are all exercised
         a.rounds, a.warmup, a.round_images, a.profile_steps, a.repeats = 1, 1, 512, 3, 1
         if a.minutes == p.get_default("minutes"):
-            a.budgets = [0.5, 1.0]
+            a.budgets = [0.1, 0.2]
     return a
 
 
@@ -187,21 +187,21 @@ def start_keras(args: argparse.Namespace, threads: int, tmp: str) -> tuple[Any, 
         return None, f"Keras peer failed to start: {err}"
 
 
-def trained_run(args: argparse.Namespace, bundle: Any, threads: int, tmp: str, trained: dict[str, Any]) -> Any:
-    """The run folder the evaluation and encoding sections use: the time-to-quality run of aelab's default
-    recipe when that section ran, else a quick one (one epoch on 2,048 images; speed does not need quality)."""
+def trained_model(bundle: Any, threads: int, tmp: str, trained: dict[str, Any]) -> tuple[Any, Any, str]:
+    """(run folder, model, where it came from) for the evaluation and encoding sections: the time-to-quality
+    run of aelab's default recipe when that section ran, else a quick one (one epoch on 2,048 images; speed
+    does not need quality)."""
     from bench_quality import train_aelab
     from bench_throughput import slice_bundle
 
     from aelab.config import resolve
-    from aelab.runs import Run
 
-    if "run" not in trained:
+    if "model" not in trained:
         cfg = resolve("default", overrides=dict(epochs=1, threads=threads))
-        folder = Path(tmp) / "quick-run"
-        train_aelab(cfg, slice_bundle(bundle, 2048), folder)
-        trained.update(run=Run(folder), source="preset default, 1 epoch on 2,048 images (quick)")
-    return trained["run"]
+        out = train_aelab(cfg, slice_bundle(bundle, 2048), Path(tmp) / "quick-run", [float("inf")])
+        trained.update(run=out["run"], model=out["model"],
+                       source="preset default, 1 epoch on 2,048 images (a quick run: speed does not need quality)")
+    return trained["run"], trained["model"], trained["source"]
 
 
 def run_section(name: str, args: argparse.Namespace, bundle: Any, threads: int, keras: Any,
@@ -214,23 +214,22 @@ def run_section(name: str, args: argparse.Namespace, bundle: Any, threads: int, 
     if name == "quality":
         from bench_quality import run_quality
 
-        from aelab.runs import Run
-
         q = run_quality(bundle, budgets_min=args.budgets, target=target, threads=threads, keras=keras,
                         keras_skip=keras_skip, tmp=tmp, smoke=args.smoke)
-        trained.update(run=Run(Path(q["aelab"].pop("run"))),
-                       source=f"preset default from the time-to-quality run (test SSIM {q['aelab']['final_ssim']})")
+        trained.update(q.pop("_trained"), source=f"preset default from the time-to-quality run (test SSIM "
+                                                 f"{q['aelab']['final_ssim']} after {q['aelab']['epochs']} epochs)")
         return q
     if name == "evaluate":
         from bench_eval import run_evaluation
 
-        return run_evaluation(trained_run(args, bundle, threads, tmp, trained), bundle)
+        run, model, _ = trained_model(bundle, threads, tmp, trained)
+        return run_evaluation(run, model, bundle)
     if name == "encode":
         from bench_encode import run_encoding
 
-        run = trained_run(args, bundle, threads, tmp, trained)
-        return run_encoding(run.load_model("best"), bundle, threads=threads, repeats=args.repeats, gflops=gflops,
-                            tmp=tmp, source=trained["source"])
+        _, model, source = trained_model(bundle, threads, tmp, trained)
+        return run_encoding(model, bundle, threads=threads, repeats=args.repeats, gflops=gflops, tmp=tmp,
+                            source=source)
     from bench_profile import profile_training
 
     return [profile_training(bundle, preset=p, steps=args.profile_steps, threads=threads, top=15, tmp=tmp)
