@@ -63,6 +63,7 @@ def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path
     metrics = out / "runs" / "fmnist-modified-8" / "metrics.json"
     stamp = metrics.stat().st_mtime_ns
     again = run_study(out, budget=budget, parts=parts, progress=False, log=lambda s: None)
-    assert again["steps"]["fmnist-modified-8"] == "skipped"
+    assert again["steps"] == {"fmnist-modified-8": "skipped", "tune-8": "skipped"}
+    assert again["step_seconds"] == first["step_seconds"]  # the times of the invocation that did the work
     assert metrics.stat().st_mtime_ns == stamp  # not retrained, not even re-evaluated
     assert again["tuning"]["tune-8"]["trials"]["complete"] == 2  # the tuning study holds its target already

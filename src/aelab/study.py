@@ -14,6 +14,8 @@ CPU cores; its numbers show the pipeline and the trends, not the quality a full 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import platform
 import sys
 import time
@@ -141,19 +143,24 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     parts = parts or plan(budget, threads)
     steps = list({s.name: s for steps in parts.values() for s in steps}.values())
     t0 = time.perf_counter()
+    load_start = _load_average()
     folders: dict[str, Path] = {}
     done: dict[str, str] = {}
     tuning: dict[str, Any] = {}
+    seconds = _previous_step_seconds(out / "study.json", budget)
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
         log(f"[{i}/{len(steps)}] {step.name}: {'tuning' if step.tuned else 'training'} ...")
         if step.tuned:
             folders[step.name], tuning[step.name] = _tune_step(step, budget, runs, jobs, progress)
-            how = "tuned"
+            fresh = tuning[step.name]["new_trials"] or tuning[step.name]["retrained"]["how"] != "skipped"
+            how = "tuned" if fresh else "skipped"
         else:
             run, _, how = ensure_run(step.cfg, runs / step.name, progress=progress)
             folders[step.name] = run.path
         done[step.name] = how
+        if how != "skipped":  # a skipped run keeps the time the invocation that made it recorded
+            seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - t, 1)
         row = run_row(folders[step.name])
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
@@ -169,12 +176,32 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
         tables[part] = rows
         write_comparison(rows, out, title=PART_TITLES[part], stem=part)
     result = {"budget": dataclasses.asdict(budget), "command": command, "runs": str(runs), "steps": done,
-              "wall_seconds": round(wall, 1), "tuning": {k: {"best": v["best"], "trials": v["trials"]}
-                                                         for k, v in tuning.items()},
+              "wall_seconds": round(wall, 1), "step_seconds": seconds,
+              "total_seconds": round(sum(seconds.get(s.name, 0.0) for s in steps), 1),
+              "load_average": {"start": load_start, "end": _load_average()},
+              "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
               "machine": machine()}
     write_json(out / "study.json", result)
     atomic_write_text(out / "README.md", readme(tables, result, budget))
     return result
+
+
+def _previous_step_seconds(record: Path, budget: Budget) -> dict[str, float]:
+    """Seconds each step took in earlier invocations of the same study (so a resumed study reports its total)."""
+    try:
+        old = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("budget") != dataclasses.asdict(budget):
+        return {}
+    return {k: float(v) for k, v in old.get("step_seconds", {}).items()}
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def machine() -> dict[str, Any]:
@@ -192,6 +219,13 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def _load_note(load: dict[str, Any], cores: int) -> str:
+    if not load.get("start") or not load.get("end"):
+        return ""
+    return (f"The machine's 1-minute load average was {load['start'][0]:.1f} at the start and {load['end'][0]:.1f} at "
+            f"the end of the latest invocation ({cores} cores; above {cores} means other work shared the cores).")
+
+
 def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: Budget) -> str:
     m = result["machine"]
     fresh = [k for k, v in result["steps"].items() if v != "skipped"]
@@ -201,8 +235,13 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
         "```", result["command"] or "aelab study", "```", "",
         f"## What this run did ({budget.name} budget)", "", budget.describe(), "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
-        f"Python {m['python']}. This invocation took {result['wall_seconds'] / 60:.1f} minutes "
-        f"({len(fresh)} of {len(result['steps'])} steps worked on, the rest were already finished).", "",
+        f"Python {m['python']}.", "",
+        f"Time: {result['total_seconds'] / 60:.1f} minutes for all {len(result['steps'])} steps (summed over the "
+        f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
+        f"and worked on {len(fresh)} of them. {_load_note(result['load_average'], m['cores'])}", "",
+        "| step | what was done last | seconds |", "|---|---|---:|",
+        *[f"| {k} | {v} | {result['step_seconds'].get(k, float('nan')):.0f} |" for k, v in result["steps"].items()],
+        "",
     ]
     if budget.name == "quick":
         lines += ["These are *quick* numbers: small training sets and few epochs, so every autoencoder is far "

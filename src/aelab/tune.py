@@ -447,13 +447,16 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
                       + yaml.safe_dump(settings.space.to_dict(), sort_keys=False))
     write_json(settings.out / "settings.json", _settings_record(settings))
     fail_stale_trials(study)
+    before = len(study.get_trials(deepcopy=False))
     remaining = settings.trials - count_finished(study)
     if remaining > 0:
         _optimize(settings, study, remaining, bundle)
     elif settings.progress:
         print(f"study {settings.study} already holds {count_finished(study)} finished trials "
               f"(--trials {settings.trials}); raise --trials to run more", file=sys.stderr)
-    return export(settings, study)
+    summary = export(settings, study)
+    summary["new_trials"] = len(study.get_trials(deepcopy=False)) - before
+    return summary
 
 
 def _settings_record(settings: TuneSettings) -> dict[str, Any]:
