@@ -322,7 +322,7 @@ def decoded_manifold(grid: np.ndarray, x_values: np.ndarray, y_values: np.ndarra
     xt = list(range(0, cols, step))
     ax.set_xticks([j * 29 + 13.5 for j in xt], [f"{x_values[j]:.2g}" for j in xt])
     step = max(1, rows // 5)
-    yt = list(range(0, rows, step))
+    yt = list(range(0, rows, step)) if rows > 1 else []
     ax.set_yticks([(rows - 1 - i) * 29 + 13.5 for i in yt], [f"{y_values[i]:.2g}" for i in yt])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
