@@ -49,12 +49,12 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    """A real, evaluated conv-modified run (latent 16) on a 3,000-image slice, 2 epochs."""
+    """A real, evaluated conv-modified run (latent 16) on a 3,000-image slice, 1 epoch."""
     from aelab.config import resolve
     from aelab.jobs import train_job
 
     out = tmp_path_factory.mktemp("runs") / "tiny16"
-    cfg = resolve(overrides=dict(train_limit=3000, epochs=2, latent=16, threads=2, report=False))
+    cfg = resolve(overrides=dict(train_limit=3000, epochs=1, latent=16, threads=1, report=False))
     run, metrics = train_job(cfg, out=out, progress=False)
     return run, metrics
 
@@ -66,6 +66,6 @@ def tiny_run_2d(tmp_path_factory: pytest.TempPathFactory):
     from aelab.jobs import train_job
 
     out = tmp_path_factory.mktemp("runs") / "tiny2d"
-    cfg = resolve("seed-2d", overrides=dict(train_limit=3000, epochs=1, threads=2, report=False))
+    cfg = resolve("seed-2d", overrides=dict(train_limit=3000, epochs=1, threads=1, report=False))
     run, metrics = train_job(cfg, out=out, progress=False)
     return run, metrics
