@@ -54,8 +54,7 @@ def config_options(func: Any) -> Any:
         flag = f.name.replace("_", "-")
         kind, is_flag = _click_type(f)
         default = getattr(defaults, f.name)
-        shown = "model's own" if default is None and f.name in ("dropout", "batch_norm") else default
-        help_text = f"{f.metadata['help']} [default: {shown}]"
+        help_text = f.metadata["help"] + ("" if default is None else f" [default: {default}]")
         if is_flag:
             func = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)(func)
         else:
@@ -63,7 +62,8 @@ def config_options(func: Any) -> Any:
     return func
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110,
+                                            "terminal_width": 110})
 @click.version_option(package_name="aelab")
 def main() -> None:
     """aelab: train, judge and explore autoencoders on Fashion-MNIST and MNIST.
