@@ -1,9 +1,11 @@
 """Reduce Fashion-MNIST images to a few numbers with an autoencoder, then classify them; PCA beside it.
 
-    python examples/reduce_then_classify.py                    # about a minute on two CPU cores
+    python examples/reduce_then_classify.py                    # 1.5 min of CPU time on two cores
     python examples/reduce_then_classify.py --train 20000 --epochs 8 --components 64
 
-The autoencoder is a scikit-learn transformer, so it drops into a Pipeline like PCA does.
+The autoencoder is a scikit-learn transformer, so it drops into a Pipeline like PCA does. With the small
+defaults (5,000 images, 3 epochs) PCA still classifies better (measured: 0.809 against 0.783 accuracy at 32
+numbers, autoencoder SSIM 0.605 on a busy 2-core machine); raise --train and --epochs to give it more.
 """
 
 from __future__ import annotations

@@ -159,3 +159,18 @@ def test_docstring_examples_run(run_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(aelab.api, verbose=False)
     assert result.attempted >= 8 and result.failed == 0
+
+
+def test_latent_search_example_runs(run_path, tmp_path):
+    from pathlib import Path
+
+    from PIL import Image
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "latent_search.py"
+    out = tmp_path / "grid.png"
+    p = subprocess.run([sys.executable, str(script), str(run_path), "--train", "1000", "--queries", "3",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    share = float(p.stdout.split("% of the 5 nearest")[0].rsplit(" ", 1)[1])
+    assert share > 30.0  # ten classes: chance is 10 %
+    assert Image.open(out).size == (2 * (28 * 6 + 4), 2 * 28 * 3)

@@ -232,3 +232,19 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(aelab.estimator, verbose=False)
     assert result.attempted >= 6 and result.failed == 0
+
+
+def test_reduce_then_classify_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "reduce_then_classify.py"
+    p = subprocess.run([sys.executable, str(script), "--train", "600", "--test", "200", "--epochs", "1",
+                        "--components", "8", "--model", "dense", "--width", "0.25"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[1].startswith("autoencoder  test accuracy") and lines[2].startswith("PCA          test accuracy")
+    accuracy = float(lines[1].split()[3])
+    assert 0.3 < accuracy <= 1.0

@@ -105,8 +105,11 @@ class CodeWriter:
 
     def _open(self) -> None:
         tmp = self._temp(self.path)
-        if self.suffix == ".npy":
-            self.array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n, self.latent))
+        if self.suffix == ".npy":  # header, then rows appended in order: memory stays bounded by one batch
+            self.fh = tmp.open("wb")
+            np.lib.format.write_array_header_1_0(
+                self.fh, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                          "shape": (self.n, self.latent)})
         elif self.suffix == ".csv":
             self.fh = tmp.open("w", newline="", encoding="utf-8")
             self.csv = csv.writer(self.fh)
@@ -134,7 +137,10 @@ class CodeWriter:
         stop = start + len(codes)
         try:
             if self.suffix == ".npy":
-                self.array[start:stop] = codes
+                if start != self.written:
+                    raise OutputError(f"{self.path}: rows must be written in order (got {start}, expected "
+                                      f"{self.written})")
+                self.fh.write(np.ascontiguousarray(codes, dtype="<f4").tobytes())
             elif self.suffix == ".csv":
                 text = np.char.mod("%.9g", codes)
                 for i, row in enumerate(text):
@@ -178,10 +184,7 @@ class CodeWriter:
         return done
 
     def _close(self) -> None:
-        if self.suffix == ".npy" and hasattr(self, "array"):
-            self.array.flush()
-            del self.array
-        elif self.suffix == ".csv" and hasattr(self, "fh"):
+        if self.suffix in (".npy", ".csv") and hasattr(self, "fh"):
             self.fh.close()
         elif self.suffix == ".parquet" and hasattr(self, "pq"):
             self.pq.close()

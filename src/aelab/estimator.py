@@ -16,9 +16,10 @@ a 28x28-image model rejects by design. tests/test_estimator.py runs ``check_esti
 ``expected_failed_checks`` and tests the property behind each skipped check (input validation, pickling,
 repeatable fit, dtypes, n_features_in_, Pipeline use, row independence) on real images instead.
 
-Defaults are small for quick use: 5 epochs of the ``conv-modified`` model at latent 64 take about a minute
-per epoch on 60,000 images on two CPU cores; for the best reconstructions train longer (``epochs=12``, the
-``aelab train`` default) or use ``aelab train`` and ``aelab.load``.
+Defaults are small for quick use (5 epochs where ``aelab train`` plans 12); the time is that of
+``aelab train`` on as many images (see DESIGN.md for measured throughput). For the best reconstructions train
+longer, or train with ``aelab train`` and use the run with ``aelab.load``. ``model="dense", width=0.25`` is
+the quickest choice for experiments.
 """
 
 from __future__ import annotations

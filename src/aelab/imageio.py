@@ -8,7 +8,8 @@ uint8 in 0..255 (any integer type) or float in [0, 1], into the float32 (n, 1, 2
 - a data set split: ``fashion-mnist:test``, ``mnist:train`` (the official files, checksummed; labels known);
 - an IDX image file, gzip or raw (``*-images-idx3-ubyte[.gz]``); its labels come along when the matching
   ``*-labels-idx1-ubyte[.gz]`` file lies beside it. Raw files are memory-mapped, gzip files read in order;
-- a ``.npy`` array, memory-mapped: a batch of rows is read when it is needed, never the whole file;
+- a ``.npy`` array, opened memory-mapped (header, shape, dtype) and read a batch of rows at a time, never
+  the whole file;
 - a folder of images (PNG, also JPEG/BMP/GIF/TIFF), read in sorted order; grey, or colour converted to grey.
   Images must be 28x28, or are resized when ``resize=True`` (with a warning). When the folder holds one
   sub-folder per class and no images of its own, the sub-folder names are the labels.
@@ -204,7 +205,28 @@ def _npy_source(path: Path) -> ImageSource:
     n = int(arr.shape[0])
     if n == 0:
         raise InputError(f"{path}: holds no images")
+    if arr.flags.c_contiguous and isinstance(arr, np.memmap):
+        # Rows are read with plain file reads rather than through the mapping, so that pages already used
+        # do not stay in this process's resident memory: memory stays bounded by one batch.
+        reader = _RowReader(path, int(arr.offset), arr.dtype, PIXELS)
+        return ImageSource(label=str(path), n=n, read=reader)
     return ImageSource(label=str(path), n=n, read=lambda a, b: np.array(arr[a:b]).reshape(b - a, SIDE, SIDE))
+
+
+class _RowReader:
+    """Rows [a, b) of a C-ordered array stored at ``offset`` in a file, read with seek + read."""
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, row: int):
+        self.path, self.offset, self.dtype, self.row = path, offset, dtype, row
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        count = (stop - start) * self.row
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset + start * self.row * self.dtype.itemsize)
+            out = np.fromfile(fh, dtype=self.dtype, count=count)
+        if out.size != count:
+            raise InputError(f"{self.path}: ends before image {start + out.size // self.row}; it is truncated")
+        return out.reshape(stop - start, SIDE, SIDE)
 
 
 # ------------------------------------------------------------------------------------------ IDX files
