@@ -61,6 +61,7 @@ def test_onnx_matches_pytorch_on_real_test_images(run_path, test_images, tmp_pat
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["decoder.onnx", "encoder.onnx", "export.json"]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_matches_pytorch(run_path, test_images, tmp_path):
     res = export_run(run_path, "torchscript", tmp_path / "ts")
     model = aelab.load(run_path)

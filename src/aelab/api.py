@@ -141,7 +141,7 @@ class TrainedModel:
                progress: bool = False) -> np.ndarray | torch.Tensor:
         """Latent codes (n, latent) float32 of ``images`` ((n, 28, 28), (n, 1, 28, 28) or (n, 784))."""
         _check_images(images)
-        out = _collect(self.iter_encode(images, batch_size, progress), (0, self.latent))
+        out = _collect(self.iter_encode(images, batch_size, progress), (len(images), self.latent))
         return out if as_tensor else out.numpy()
 
     def decode(self, codes: Any, batch_size: int | None = None, as_tensor: bool = False,
@@ -150,7 +150,7 @@ class TrainedModel:
         if not hasattr(codes, "shape"):
             codes = np.asarray(codes, dtype=np.float32)
         check_codes(codes[:0], self.latent)
-        out = _collect(self.iter_decode(codes, batch_size, progress), (0, 1, 28, 28)).reshape(-1, 28, 28)
+        out = _collect(self.iter_decode(codes, batch_size, progress), (len(codes), 28, 28))
         return out if as_tensor else out.numpy()
 
     def reconstruct(self, images: Any, batch_size: int | None = None, as_tensor: bool = False,
@@ -163,7 +163,7 @@ class TrainedModel:
             for start, stop in self._ranges(len(images), batch_size, progress, "reconstruct"):
                 yield self.decode_batch(self.encode_batch(to_pixels(images[start:stop], first_index=start)))
 
-        out = _collect(batches(), (0, 1, 28, 28)).reshape(shape)
+        out = _collect(batches(), (len(images), 1, 28, 28)).reshape(shape)
         return out if as_tensor else out.numpy()
 
     # ---------------------------------------------------------------------------------------- pickling
@@ -192,9 +192,14 @@ def _check_images(images: Any) -> None:
     check_batch_shape(tuple(images.shape))
 
 
-def _collect(batches: Iterator[torch.Tensor], empty: tuple[int, ...]) -> torch.Tensor:
-    parts = list(batches)
-    return torch.cat(parts) if parts else torch.empty(empty)
+def _collect(batches: Iterator[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """Fill one preallocated tensor of ``shape`` batch by batch (no second copy of the whole result)."""
+    out = torch.empty(shape)
+    at = 0
+    for part in batches:
+        out[at:at + len(part)] = part.reshape(len(part), *shape[1:])
+        at += len(part)
+    return out
 
 
 def load(run: str | os.PathLike, which: str = "best", device: str | None = "cpu",
