@@ -79,3 +79,26 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, bundle):
     cfg = resolve(overrides=dict(SMALL, model="dense", optimizer="sgd", lr=1e12, loss="mse", epochs=2))
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf).*lower --lr"):
         Trainer(cfg, run, bundle=bundle, progress=False).fit()
+
+
+@pytest.mark.parametrize("n", [500, 1025])
+def test_awkward_sizes_train(tmp_path, data_root, n):
+    """Few planned steps (one-cycle warm-up) and a one-image last batch (batch norm) both train."""
+    b = load_dataset("fashion-mnist", val_fraction=0.1, seed=0, train_limit=n)
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    st = Trainer(resolve(overrides=dict(SMALL, train_limit=n, epochs=1)), run, bundle=b, progress=False).fit()
+    assert st.stopped == "completed" and st.history[0]["images_per_s"] > 0
+
+
+def test_training_from_a_worker_thread(tmp_path, bundle):
+    import threading
+
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        st=Trainer(resolve(overrides=dict(SMALL, epochs=1)), run, bundle=bundle, progress=False).fit()))
+    t.start()
+    t.join(300)
+    assert result["st"].stopped == "completed"

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -100,7 +101,8 @@ def make_scheduler(cfg: RunConfig, opt: torch.optim.Optimizer, total_steps: int
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=cfg.lr * 0.01)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(2, total_steps),
+        # OneCycleLR divides by its warm-up length: at least 8 planned steps keep that above one step.
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(8, total_steps),
                                                    pct_start=0.25)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
@@ -158,6 +160,8 @@ class Trainer:
         if n == 0:
             raise RunError("the training split is empty; use more classes or a smaller --val-fraction")
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
+        if n % cfg.batch_size == 1 and self.steps_per_epoch > 1:
+            self.steps_per_epoch -= 1  # fold a one-image last batch into the one before (batch norm needs 2)
         self.sched = make_scheduler(cfg, self.opt, self.steps_per_epoch * cfg.epochs)
         self.state = LoopState()
         self.train_x = self.bundle.train.images.to(self.device)
@@ -234,7 +238,9 @@ class Trainer:
         st, cfg = self.state, self.cfg
         if st.stopped:
             raise RunError(f"run {self.run.path} already finished ({st.stopped}); start a new run to train more")
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        # Ctrl-C finishes the batch and checkpoints; only the main thread may install a signal handler.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
         try:
             while st.epoch < cfg.epochs and not st.stopped:
                 if cfg.max_minutes and st.batch == 0 and st.history:
@@ -246,7 +252,8 @@ class Trainer:
                 if self._stop_requested:
                     break
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
         if self._stop_requested and not st.stopped:
             self._save(self.run.last, full=True)
             self.write_history()
@@ -267,7 +274,8 @@ class Trainer:
         t0 = time.perf_counter()
         start_seconds = st.epoch_seconds
         for b in range(st.batch, self.steps_per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            end = (b + 1) * cfg.batch_size if b + 1 < self.steps_per_epoch else len(perm)
+            idx = perm[b * cfg.batch_size:end]
             x = self._batch(self.train_x[idx])
             with self.autocast:
                 logits = self.forward(x)
