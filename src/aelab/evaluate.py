@@ -7,6 +7,7 @@ The PCA baseline has the run's latent size and is fitted on the run's own traini
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,26 +26,26 @@ COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("ssim7", "SSIM-7", "{:.4f}"), ("psnr", "
            ("trustworthiness", "trust.", "{:.4f}"))
 
 
-def encode_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """Latent codes of uint8 images (n, 28, 28), in eval mode without gradients."""
+def _batched(model: Autoencoder, images: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
+             batch: int) -> torch.Tensor:
+    """``fn`` over uint8 images (n, 28, 28) in batches, in eval mode without gradients, results on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    out = []
     with torch.inference_mode():
-        for i in range(0, len(images), batch):
-            out.append(model.encode(to_float(images[i:i + batch]).to(device)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, model.latent)
+        return torch.cat([fn(to_float(images[i:i + batch]).to(device)).float().cpu()
+                          for i in range(0, len(images), batch)])
+
+
+def encode_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+    """Latent codes of uint8 images (n, 28, 28)."""
+    if len(images) == 0:
+        return torch.empty(0, model.latent)
+    return _batched(model, images, model.encode, batch)
 
 
 def reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
     """Reconstructed pixels (n, 1, 28, 28) in [0, 1] of uint8 images (n, 28, 28)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch):
-            out.append(torch.sigmoid(model(to_float(images[i:i + batch]).to(device))).float().cpu())
-    return torch.cat(out)
+    return _batched(model, images, lambda x: torch.sigmoid(model(x)), batch)
 
 
 def fit_pca(bundle: DataBundle, latent: int) -> PCAModel:
