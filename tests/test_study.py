@@ -26,7 +26,7 @@ def test_the_plan_is_the_published_study() -> None:
             assert by_name[s.name] == s.cfg
     # the quick budget is what the README says it is
     assert all(s.cfg.train_limit == 6000 and s.cfg.epochs == 3 for s in parts["compare"] + parts["sweep"])
-    assert dense.cfg.epochs == 5 and QUICK.tune_trials == 4 and QUICK.tune_epochs == 1
+    assert dense.cfg.epochs == 5 and QUICK.tune_trials == 5 and QUICK.tune_epochs == 2
     # the full budget keeps the recipes: all the data, their own epochs
     full = plan(FULL)
     base64 = full["compare"][0].cfg

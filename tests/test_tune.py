@@ -44,6 +44,7 @@ def test_rerun_continues_the_study_and_its_trial_count(tmp_path: Path) -> None:
     tune(settings(tmp_path, trials=2))
     first = trials(tmp_path / "study")
     assert [t.number for t in first] == [0, 1]
+    assert first[0].params == {"activation": "relu", "lr": 3e-3, "batch_norm": False}  # trial 0: the base itself
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in first)
     assert all(0.0 < t.value < 1.0 and t.value == t.user_attrs["val_ssim"] for t in first)
 
@@ -139,7 +140,7 @@ def test_the_default_space_covers_the_published_searches() -> None:
     space = load_space(None, resolve())
     by_name = {p.name: p for p in space.params}
     assert set(by_name["activation"].values) >= {"relu", "leaky_relu", "tanh"}
-    assert set(by_name["optimizer"].values) == {"adam", "sgd", "rmsprop"}
+    assert set(by_name["optimizer"].values) >= {"adam", "sgd", "rmsprop"}
     assert isinstance(by_name["lr"], Range) and by_name["lr"].log
     assert isinstance(by_name["dropout"], Range)
     assert set(by_name["batch_norm"].values) == {True, False}

@@ -53,6 +53,8 @@ def _latents(text: str | None) -> list[int] | None:
 @click.option("--sampler-seed", type=int, default=None, help="seed of the sampler [default: --seed]")
 @click.option("--no-retrain", is_flag=True, help="skip retraining the best configuration on the full budget")
 @click.option("--keep-checkpoints", is_flag=True, help="keep every trial's checkpoints (large)")
+@click.option("--start-from-base/--no-start-from-base", default=True, show_default=True,
+              help="trial 0 of a new study is the base configuration itself (its values of the searched options)")
 @click.option("--heartbeat", type=int, default=15, hidden=True, help="seconds between a trial's heartbeats")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a named recipe")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -62,7 +64,8 @@ def _latents(text: str | None) -> list[int] | None:
 def tune(space: str | None, search_latent: str | None, study_name: str | None, out: str | None,
          storage: str | None, trials: int, jobs: int, sampler: str, pruner: str, objective: str,
          trial_epochs: int | None, trial_train_limit: int | None, timeout_minutes: float | None,
-         sampler_seed: int | None, no_retrain: bool, keep_checkpoints: bool, heartbeat: int, preset: str | None,
+         sampler_seed: int | None, no_retrain: bool, keep_checkpoints: bool, start_from_base: bool, heartbeat: int,
+         preset: str | None,
          config_file: str | None, quiet: bool, **options: Any) -> None:
     """Search hyperparameters with Optuna; rerunning the same command continues the study.
 
@@ -87,7 +90,8 @@ def tune(space: str | None, search_latent: str | None, study_name: str | None, o
         trials=trials, sampler=sampler, pruner=pruner, objective=objective, jobs=jobs,
         sampler_seed=base.seed if sampler_seed is None else sampler_seed, trial_epochs=trial_epochs,
         trial_train_limit=trial_train_limit, timeout_minutes=timeout_minutes, retrain=not no_retrain,
-        keep_checkpoints=keep_checkpoints, heartbeat=heartbeat, progress=not quiet)
+        keep_checkpoints=keep_checkpoints, start_from_base=start_from_base, heartbeat=heartbeat,
+        progress=not quiet)
     from aelab.tune_export import summary_markdown
 
     click.echo(summary_markdown(run_tune(settings)), nl=False)
@@ -111,8 +115,8 @@ def compare(runs: tuple[str, ...], out: str, title: str) -> None:
 
 @click.command()
 @click.option("--quick", is_flag=True,
-              help="small budgets (6,000 images, 3 epochs, 4 one-epoch trials per tuning study): under 30 "
-                   "minutes on 2 CPU cores")
+              help="small budgets (6,000 images, 3 epochs; 5 two-epoch trials on 3,000 images per tuning "
+                   "study), meant to finish in under 30 minutes on 2 CPU cores")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="folder for the tables, plots and README.md [default: study or study-quick]")
 @click.option("--runs", type=click.Path(file_okay=False), default=None,

@@ -56,15 +56,16 @@ class Budget:
         dense = f"{self.dense_epochs} epochs" if self.dense_epochs else "20 epochs"
         trials = (f"{self.tune_trials} trials per latent, {self.tune_epochs} epoch(s) each on "
                   f"{f'{self.tune_train_limit:,}' if self.tune_train_limit else 'all'} training images, "
-                  f"{self.sampler} sampler, median pruner, objective validation SSIM; the best trial retrained "
-                  f"with the budget above")
+                  f"{self.sampler} sampler, median pruner, objective validation SSIM; trial 0 is the modified "
+                  f"recipe itself, the others search the default space (activation, width, optimizer, lr, "
+                  f"dropout, batch norm); the best trial is retrained with the budget above")
         return (f"- every run: {data}, {epochs}; the MNIST dense run: {dense}\n"
                 f"- tuning: {trials}\n"
                 f"- evaluation: always the full 10,000-image test split; PCA fitted on the run's own training "
                 f"images\n- per-run HTML reports: {'on' if self.report else 'off'}")
 
 
-QUICK = Budget("quick", train_limit=6000, epochs=3, dense_epochs=5, tune_trials=4, tune_epochs=1,
+QUICK = Budget("quick", train_limit=6000, epochs=3, dense_epochs=5, tune_trials=5, tune_epochs=2,
                tune_train_limit=3000, sampler="random", report=False)
 FULL = Budget("full", train_limit=None, epochs=None, dense_epochs=None, tune_trials=30, tune_epochs=3,
               tune_train_limit=20000, sampler="tpe", report=True)
@@ -123,6 +124,7 @@ def _tune_step(step: Step, budget: Budget, runs: Path, jobs: int, progress: bool
 
     settings = TuneSettings(base=step.cfg, space=load_space(None, step.cfg), out=runs / step.name,
                             study=f"study-{step.name}", trials=budget.tune_trials, sampler=budget.sampler,
+                            sampler_seed=step.cfg.latent,
                             pruner="median", objective="ssim", jobs=jobs, trial_epochs=budget.tune_epochs,
                             trial_train_limit=budget.tune_train_limit, progress=progress)
     summary = tune(settings)

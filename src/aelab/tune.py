@@ -82,6 +82,7 @@ class TuneSettings:
     retrain: bool = True
     keep_checkpoints: bool = False
     heartbeat: int = 15              # seconds between a running trial's heartbeats
+    start_from_base: bool = True     # trial 0 of a new study: the base configuration's own values
     progress: bool = True
 
     @property
@@ -216,6 +217,17 @@ def open_study(settings: TuneSettings, storage: optuna.storages.BaseStorage, see
         study.set_user_attr("objective", settings.objective)
         study.set_user_attr("space", settings.space.to_dict())
     return study
+
+
+def enqueue_base(settings: TuneSettings, study: optuna.Study) -> dict[str, Any] | None:
+    """Make trial 0 of a new study the base configuration itself, so that the search starts from the recipe
+    (and its best is never worse than the recipe on the validation split at the trial budget)."""
+    if not settings.start_from_base or study.get_trials(deepcopy=False):
+        return None
+    point = settings.space.base_point(settings.base)
+    if point:
+        study.enqueue_trial(point, user_attrs={"note": "the base configuration"})
+    return point or None
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -447,7 +459,8 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
                       + yaml.safe_dump(settings.space.to_dict(), sort_keys=False))
     write_json(settings.out / "settings.json", _settings_record(settings))
     fail_stale_trials(study)
-    before = len(study.get_trials(deepcopy=False))
+    enqueue_base(settings, study)
+    before = len(study.get_trials(deepcopy=False, states=FINISHED + (TrialState.FAIL,)))
     remaining = settings.trials - count_finished(study)
     if remaining > 0:
         _optimize(settings, study, remaining, bundle)
@@ -455,7 +468,7 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
         print(f"study {settings.study} already holds {count_finished(study)} finished trials "
               f"(--trials {settings.trials}); raise --trials to run more", file=sys.stderr)
     summary = export(settings, study)
-    summary["new_trials"] = len(study.get_trials(deepcopy=False)) - before
+    summary["new_trials"] = len(study.get_trials(deepcopy=False, states=FINISHED + (TrialState.FAIL,))) - before
     return summary
 
 
@@ -464,4 +477,5 @@ def _settings_record(settings: TuneSettings) -> dict[str, Any]:
             "sampler": settings.sampler, "pruner": settings.pruner, "objective": settings.objective,
             "jobs": settings.jobs, "sampler_seed": settings.sampler_seed, "trial_epochs": settings.trial_epochs,
             "trial_train_limit": settings.trial_train_limit, "space_source": settings.space.source,
+            "start_from_base": settings.start_from_base,
             "base": settings.base.to_dict()}

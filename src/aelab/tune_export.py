@@ -47,6 +47,7 @@ def trial_rows(study: optuna.Study, settings: TuneSettings) -> list[dict[str, An
             note = "killed or crashed (no heartbeat)"
         elif t.state == TrialState.RUNNING:
             note = "running (or killed: marked failed once its heartbeat is stale)"
+        note = "; ".join(n for n in (a.get("note", ""), note) if n)
         seconds = t.duration.total_seconds() if t.duration else None
         rows.append({"trial": t.number, "state": t.state.name.lower(),
                      "objective": t.value if t.state == TrialState.COMPLETE else None,

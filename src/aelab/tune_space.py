@@ -98,6 +98,30 @@ class SearchSpace:
                                               f"{_describe(old)}); keep it as it was, or use another --study "
                                               f"name") from None
 
+    def base_point(self, cfg: RunConfig) -> dict[str, Any]:
+        """``cfg``'s own values of the searched options that lie in the space (the recipe as a trial).
+
+        Options left at None ("the model's own", e.g. dropout) are read from the model's defaults.
+        """
+        import inspect
+
+        from aelab.models import MODELS
+
+        model_defaults = {k: v.default for k, v in inspect.signature(MODELS[cfg.model]).parameters.items()
+                          if v.default is not inspect.Parameter.empty}
+        point: dict[str, Any] = {}
+        for p in self.params:
+            value = getattr(cfg, p.name)
+            if value is None:
+                value = model_defaults.get(p.name)
+            if value is None:
+                continue
+            if isinstance(p, Choice) and value in p.values:
+                point[p.name] = value
+            elif isinstance(p, Range) and not isinstance(value, bool) and p.low <= value <= p.high:
+                point[p.name] = int(value) if p.integer else float(value)
+        return point
+
     def with_choice(self, name: str, values: list[Any], base: RunConfig) -> SearchSpace:
         """This space with ``name`` searched over ``values`` (replacing what the file said about it)."""
         extra = parse_space({name: values}, self.source, base).params
