@@ -146,20 +146,22 @@ def draw_ssim_vs_latent(ax: Any, rows: Sequence[dict[str, Any]], title: str = "S
         ax.set_xlim(latents[0] / 2, latents[0] * 2)
     ax.set_xlabel("latent size (log scale)")
     ax.set_ylabel("test SSIM (11x11 Gaussian)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
 
 
 def plot_ssim_vs_latent(rows: Sequence[dict[str, Any]], title: str = "SSIM against latent size") -> bytes:
     """The SSIM-vs-latent plot as PNG bytes."""
+    import matplotlib.style
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 4.4), dpi=110)
-    draw_ssim_vs_latent(fig.add_subplot(), rows, title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    with matplotlib.style.context("default"):  # the same look whatever styles were set in this process
+        fig = Figure(figsize=(7.0, 4.4), dpi=110)
+        draw_ssim_vs_latent(fig.add_subplot(), rows, title)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
     return buf.getvalue()
 
 

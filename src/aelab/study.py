@@ -145,11 +145,10 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     parts = parts or plan(budget, threads)
     steps = list({s.name: s for steps in parts.values() for s in steps}.values())
     t0 = time.perf_counter()
-    load_start = _load_average()
     folders: dict[str, Path] = {}
     done: dict[str, str] = {}
     tuning: dict[str, Any] = {}
-    seconds = _previous_step_seconds(out / "study.json", budget)
+    seconds, loads = _previous_steps(out / "study.json", budget)
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
         log(f"[{i}/{len(steps)}] {step.name}: {'tuning' if step.tuned else 'training'} ...")
@@ -161,8 +160,9 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
             run, _, how = ensure_run(step.cfg, runs / step.name, progress=progress)
             folders[step.name] = run.path
         done[step.name] = how
-        if how != "skipped":  # a skipped run keeps the time the invocation that made it recorded
+        if how != "skipped":  # a skipped run keeps the time (and load) the invocation that made it recorded
             seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - t, 1)
+            loads[step.name] = (_load_average() or [float("nan")])[0]
         row = run_row(folders[step.name])
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
@@ -178,9 +178,8 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
         tables[part] = rows
         write_comparison(rows, out, title=PART_TITLES[part], stem=part)
     result = {"budget": dataclasses.asdict(budget), "command": command, "runs": str(runs), "steps": done,
-              "wall_seconds": round(wall, 1), "step_seconds": seconds,
+              "wall_seconds": round(wall, 1), "step_seconds": seconds, "step_load": loads,
               "total_seconds": round(sum(seconds.get(s.name, 0.0) for s in steps), 1),
-              "load_average": {"start": load_start, "end": _load_average()},
               "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
               "machine": machine()}
     write_json(out / "study.json", result)
@@ -188,15 +187,17 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     return result
 
 
-def _previous_step_seconds(record: Path, budget: Budget) -> dict[str, float]:
-    """Seconds each step took in earlier invocations of the same study (so a resumed study reports its total)."""
+def _previous_steps(record: Path, budget: Budget) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds each step took, and the load average after it, in earlier invocations of the same study (so a
+    resumed study reports its total)."""
     try:
         old = json.loads(record.read_text())
     except (OSError, ValueError):
-        return {}
+        return {}, {}
     if old.get("budget") != dataclasses.asdict(budget):
-        return {}
-    return {k: float(v) for k, v in old.get("step_seconds", {}).items()}
+        return {}, {}
+    return ({k: float(v) for k, v in old.get("step_seconds", {}).items()},
+            {k: float(v) for k, v in old.get("step_load", {}).items()})
 
 
 def _load_average() -> list[float] | None:
@@ -221,11 +222,13 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def _load_note(load: dict[str, Any], cores: int) -> str:
-    if not load.get("start") or not load.get("end"):
+def _load_note(loads: dict[str, float], cores: int) -> str:
+    values = [v for v in loads.values() if v == v]
+    if not values:
         return ""
-    return (f"The machine's 1-minute load average was {load['start'][0]:.1f} at the start and {load['end'][0]:.1f} at "
-            f"the end of the latest invocation ({cores} cores; above {cores} means other work shared the cores).")
+    return (f"The machine's 1-minute load average, sampled after each step, was {min(values):.1f} to "
+            f"{max(values):.1f} (mean {sum(values) / len(values):.1f}) on {cores} cores: above {cores}, other "
+            f"work shared the cores and the times are longer than on an idle machine.")
 
 
 def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: Budget) -> str:
@@ -240,9 +243,10 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
         f"Python {m['python']}.", "",
         f"Time: {result['total_seconds'] / 60:.1f} minutes for all {len(result['steps'])} steps (summed over the "
         f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
-        f"and worked on {len(fresh)} of them. {_load_note(result['load_average'], m['cores'])}", "",
-        "| step | what was done last | seconds |", "|---|---|---:|",
-        *[f"| {k} | {v} | {result['step_seconds'].get(k, float('nan')):.0f} |" for k, v in result["steps"].items()],
+        f"and worked on {len(fresh)} of them. {_load_note(result['step_load'], m['cores'])}", "",
+        "| step | what was done last | seconds | load average after it |", "|---|---|---:|---:|",
+        *[f"| {k} | {v} | {result['step_seconds'].get(k, float('nan')):.0f} | "
+          f"{result['step_load'].get(k, float('nan')):.2f} |" for k, v in result["steps"].items()],
         "",
     ]
     if budget.name == "quick":

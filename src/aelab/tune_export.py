@@ -94,15 +94,16 @@ def write_plots(study: optuna.Study, folder: Path, target_name: str) -> dict[str
             done[name] = f"skipped: needs at least {2 if name != 'history' else 1} complete trials"
             continue
         try:
-            with warnings.catch_warnings():
+            # Optuna switches the global style to ggplot in each call: keep that inside this block only.
+            with matplotlib.rc_context(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = make()
-            fig = ax.figure
-            fig.set_size_inches(8, 5)
-            fig.tight_layout()
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=100)
-            plt.close(fig)
+                fig = ax.figure
+                fig.set_size_inches(8, 5)
+                fig.tight_layout()
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=100)
+                plt.close(fig)
             done[name] = str(atomic_write_bytes(folder / f"{name}.png", buf.getvalue()))
         except Exception as err:  # Optuna refuses some plots for degenerate studies (one value, one option)
             plt.close("all")
