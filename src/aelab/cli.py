@@ -140,12 +140,10 @@ def evaluate(run: str) -> None:
     _print_result(r, evaluate_run(r))
 
 
-# Commands of the other stages register here, one line each.
-from aelab.cli_report import report; main.add_command(report)  # noqa: E402, E702, I001
-from aelab.cli_use import encode; main.add_command(encode)  # noqa: E402, E702, I001
-from aelab.cli_use import decode; main.add_command(decode)  # noqa: E402, E702, I001
-from aelab.cli_use import reconstruct; main.add_command(reconstruct)  # noqa: E402, E702, I001
-from aelab.cli_use import export; main.add_command(export)  # noqa: E402, E702, I001
-from aelab.cli_experiments import tune; main.add_command(tune)  # noqa: E402, E702, I001
-from aelab.cli_experiments import compare; main.add_command(compare)  # noqa: E402, E702, I001
-from aelab.cli_experiments import study; main.add_command(study)  # noqa: E402, E702, I001
+# Commands of the other stages, each in its own module.
+from aelab.cli_experiments import compare, study, tune  # noqa: E402
+from aelab.cli_report import report  # noqa: E402
+from aelab.cli_use import decode, encode, export, reconstruct  # noqa: E402
+
+for _command in (report, encode, decode, reconstruct, export, tune, compare, study):
+    main.add_command(_command)
