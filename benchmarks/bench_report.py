@@ -31,11 +31,10 @@ def machine_lines(r: dict[str, Any]) -> list[str]:
         f"Load average at start {m.get('load_average_start')}, at end {m.get('load_average_end')} "
         f"(a load above the CPU count means other processes shared the machine).",
         f"Measured fp32 matmul ceiling: {_f(ceiling.get('gflops_best'), '{:.1f}')} GFLOP/s, the best of the "
-        f"checks at the start and after each section ({r.get('fp32_matmul_checks')}; {ceiling.get('size')}x"
-        f"{ceiling.get('size')} torch.mm, the better of {ceiling.get('threads')} threads together and one thread "
-        f"times {ceiling.get('threads')}; at the start: {ceiling.get('gflops_all_threads')} and "
-        f"{ceiling.get('gflops_one_thread')} x {ceiling.get('threads')}). Shares of this ceiling count "
-        f"convolution and matmul FLOPs only.",
+        f"checks at the start and after each section ({r.get('fp32_matmul_checks')}): the best {ceiling.get('size')}"
+        f"^3 GEMM of torch.mm (MKL) and a 1x1 convolution (oneDNN), {ceiling.get('threads')} threads together or "
+        f"one thread times {ceiling.get('threads')} (at the start: MKL {ceiling.get('mkl_mm')}, oneDNN "
+        f"{ceiling.get('onednn_1x1_conv')}). Shares of this ceiling count convolution and matmul FLOPs only.",
     ]
 
 
