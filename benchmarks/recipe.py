@@ -1,7 +1,7 @@
 """Recipe search for the default preset: quality (test SSIM, PSNR) after every epoch against training time.
 
 Run on demand, e.g.
-    .venv/bin/python benchmarks/recipe.py --set loss=mse+ssim --set ssim_weight=0.1 --log benchmarks/results/recipe.jsonl
+    .venv/bin/python benchmarks/recipe.py --set ssim_weight=0.1 --log benchmarks/results/recipe.jsonl
 Each line of the log is one epoch: the options, epoch, training seconds so far (evaluation excluded),
 images/s, test SSIM, PSNR and MSE. Test metrics here only choose a recipe for the docs; they never feed training.
 """
