@@ -54,6 +54,8 @@ def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path
         for ext in ("md", "csv", "html"):
             assert (out / f"{part}.{ext}").is_file()
         assert (out / f"{part}-ssim-vs-latent.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 0 | complete |" in (out / "tune-8-trials.md").read_text()
+    assert (out / "tune-8-history.png").read_bytes()[:4] == b"\x89PNG"
     readme = (out / "README.md").read_text()
     assert "aelab study --test" in readme and "800 training images" in readme
     assert "| fmnist-modified-8 |" in readme and "| tune-8 (trial " in readme

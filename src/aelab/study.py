@@ -29,7 +29,7 @@ import torch
 from aelab.compare import SSIM_NOTE, markdown_table, run_row, write_comparison
 from aelab.config import RunConfig, merge, preset
 from aelab.errors import ConfigError
-from aelab.runs import atomic_write_text, write_json
+from aelab.runs import atomic_write_bytes, atomic_write_text, write_json
 
 COMPARE_LATENTS = (64, 128)
 SWEEP_LATENTS = (2, 8, 16, 32, 64, 128, 256)
@@ -148,7 +148,7 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     folders: dict[str, Path] = {}
     done: dict[str, str] = {}
     tuning: dict[str, Any] = {}
-    seconds, loads = _previous_steps(out / "study.json", budget)
+    seconds, loads, worked = _previous_steps(out / "study.json", budget)
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
         log(f"[{i}/{len(steps)}] {step.name}: {'tuning' if step.tuned else 'training'} ...")
@@ -163,10 +163,17 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
         if how != "skipped":  # a skipped run keeps the time (and load) the invocation that made it recorded
             seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - t, 1)
             loads[step.name] = (_load_average() or [float("nan")])[0]
+            worked[step.name] = how
         row = run_row(folders[step.name])
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
     wall = time.perf_counter() - t0
+    for name in tuning:  # each tuning study's trials table and history plot beside the study's tables
+        study_dir = runs / name
+        atomic_write_text(out / f"{name}-trials.md", (study_dir / "trials.md").read_text())
+        history = study_dir / "figures" / "history.png"
+        if history.is_file():
+            atomic_write_bytes(out / f"{name}-history.png", history.read_bytes())
     tables: dict[str, list[dict[str, Any]]] = {}
     for part, part_steps in parts.items():
         rows = []
@@ -179,6 +186,7 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
         write_comparison(rows, out, title=PART_TITLES[part], stem=part)
     result = {"budget": dataclasses.asdict(budget), "command": command, "runs": str(runs), "steps": done,
               "wall_seconds": round(wall, 1), "step_seconds": seconds, "step_load": loads,
+              "step_done": worked,
               "total_seconds": round(sum(seconds.get(s.name, 0.0) for s in steps), 1),
               "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
               "machine": machine()}
@@ -187,17 +195,18 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     return result
 
 
-def _previous_steps(record: Path, budget: Budget) -> tuple[dict[str, float], dict[str, float]]:
-    """Seconds each step took, and the load average after it, in earlier invocations of the same study (so a
-    resumed study reports its total)."""
+def _previous_steps(record: Path, budget: Budget) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Seconds each step took, the load average after it and what was done, as recorded by earlier invocations
+    of the same study (so a resumed study reports its total)."""
     try:
         old = json.loads(record.read_text())
     except (OSError, ValueError):
-        return {}, {}
+        return {}, {}, {}
     if old.get("budget") != dataclasses.asdict(budget):
-        return {}, {}
+        return {}, {}, {}
     return ({k: float(v) for k, v in old.get("step_seconds", {}).items()},
-            {k: float(v) for k, v in old.get("step_load", {}).items()})
+            {k: float(v) for k, v in old.get("step_load", {}).items()},
+            {k: str(v) for k, v in old.get("step_done", {}).items()})
 
 
 def _load_average() -> list[float] | None:
@@ -222,6 +231,13 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def _done(step: str, latest: str, result: dict[str, Any]) -> str:
+    """What was done to a step by the invocation that worked on it."""
+    if step in result["step_done"]:
+        return result["step_done"][step]
+    return "worked on earlier" if latest == "skipped" and step in result["step_seconds"] else latest
+
+
 def _load_note(loads: dict[str, float], cores: int) -> str:
     values = [v for v in loads.values() if v == v]
     if not values:
@@ -244,8 +260,8 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
         f"Time: {result['total_seconds'] / 60:.1f} minutes for all {len(result['steps'])} steps (summed over the "
         f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
         f"and worked on {len(fresh)} of them. {_load_note(result['step_load'], m['cores'])}", "",
-        "| step | what was done last | seconds | load average after it |", "|---|---|---:|---:|",
-        *[f"| {k} | {v} | {result['step_seconds'].get(k, float('nan')):.0f} | "
+        "| step | done | seconds | load average after it |", "|---|---|---:|---:|",
+        *[f"| {k} | {_done(k, v, result)} | {result['step_seconds'].get(k, float('nan')):.0f} | "
           f"{result['step_load'].get(k, float('nan')):.2f} |" for k, v in result["steps"].items()],
         "",
     ]
@@ -265,7 +281,8 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
                                    for k, v in t["best"]["params"].items())
                 lines.append(f"- {name}: trial {t['best']['trial']} (validation SSIM {t['best']['value']:.4f}; "
                              f"{t['trials']['complete']} complete, {t['trials']['pruned']} pruned, "
-                             f"{t['trials']['fail']} failed): {params}")
+                             f"{t['trials']['fail']} failed): {params}. All trials: [{name}-trials.md]"
+                             f"({name}-trials.md), history: [{name}-history.png]({name}-history.png)")
             lines.append("")
     lines += ["## Definitions", "", SSIM_NOTE, ""]
     return "\n".join(lines)
