@@ -391,9 +391,14 @@ def _optimize(settings: TuneSettings, study: optuna.Study, remaining: int, bundl
     progress = _Progress(settings, study)
     offset = 7919 * len(study.trials)  # fresh sampler seeds for each invocation and worker
     try:
+        if settings.jobs > 1 and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            # A queued trial (the base configuration) runs here first: on SQLite two processes can pop the
+            # same queued trial at once (no row locks), and the second one then crashes telling its result.
+            run_worker(settings, 1, offset, bundle, callback=progress.poll)
+            remaining = settings.trials - count_finished(study)
         if settings.jobs == 1:
             run_worker(settings, remaining, offset, bundle, callback=progress.poll)
-        else:
+        elif remaining > 0:
             # Each worker takes an equal share, so that every worker contributes and the study does not
             # overshoot the target by more than the rounding.
             share = -(-remaining // settings.jobs)
