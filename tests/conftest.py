@@ -69,3 +69,17 @@ def tiny_run_2d(tmp_path_factory: pytest.TempPathFactory):
     cfg = resolve("seed-2d", overrides=dict(train_limit=3000, epochs=1, threads=1, report=False))
     run, metrics = train_job(cfg, out=out, progress=False)
     return run, metrics
+
+
+@pytest.fixture(scope="session")
+def run_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real conv-modified run (batch norm, dropout, transposed convs), latent 16, width 0.5, 2 epochs on
+    2,000 training images, not evaluated; shared by the model-use, API and export tests."""
+    from aelab.config import resolve
+    from aelab.jobs import train_job
+
+    out = tmp_path_factory.mktemp("run") / "small16"
+    cfg = resolve(overrides=dict(train_limit=2000, epochs=2, batch_size=64, latent=16, width=0.5, threads=1,
+                                 report=False))
+    train_job(cfg, out=out, progress=False, evaluate=False)
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -15,19 +14,6 @@ import aelab
 from aelab.cli import main
 from aelab.data import load_dataset
 from aelab.export import export_run
-
-
-@pytest.fixture(scope="module")
-def run_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real conv-modified run (batch norm, dropout, transposed convs), latent 16, width 0.5, 2 epochs."""
-    from aelab.config import resolve
-    from aelab.jobs import train_job
-
-    out = tmp_path_factory.mktemp("run") / "small16"
-    cfg = resolve(overrides=dict(train_limit=2000, epochs=2, batch_size=64, latent=16, width=0.5, threads=1,
-                                 report=False))
-    train_job(cfg, out=out, progress=False, evaluate=False)
-    return out
 
 
 @pytest.fixture(scope="module")

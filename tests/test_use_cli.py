@@ -30,19 +30,6 @@ from tests.conftest import aelab_exe
 
 
 @pytest.fixture(scope="module")
-def run_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real conv-modified run (latent 16, width 0.5), 2 epochs on 2,000 training images (about 6 s)."""
-    from aelab.config import resolve
-    from aelab.jobs import train_job
-
-    out = tmp_path_factory.mktemp("run") / "small16"
-    cfg = resolve(overrides=dict(train_limit=2000, epochs=2, batch_size=64, latent=16, width=0.5, threads=1,
-                                 report=False))
-    train_job(cfg, out=out, progress=False, evaluate=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def model(run_path: Path) -> TrainedModel:
     return aelab.load(run_path)
 
