@@ -131,6 +131,18 @@ def matmul_gflops(n: int = 2048, seconds: float = 1.5, repeats: int = 5) -> dict
     return out
 
 
+def bf16_matmul_gflops(n: int = 2048, seconds: float = 1.5, repeats: int = 5) -> float | None:
+    """The machine's measured bf16 matrix-multiply rate (GFLOP/s, torch.mm, all threads, best block), or None
+    where the CPU has no native bf16 (the Trainer then trains in fp32 and this ceiling does not apply)."""
+    from aelab.train import native_bf16
+
+    if not native_bf16(torch.device("cpu")):
+        return None
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    c = torch.empty(n, n, dtype=torch.bfloat16)
+    return round(max(_rates(lambda: torch.mm(a, b, out=c), 2.0 * n**3, seconds, repeats)), 1)
+
+
 # ------------------------------------------------------------------------------------------ FLOPs
 def count_flops(fn: Callable[[], Any]) -> int:
     """Floating-point operations torch's FlopCounterMode attributes to ``fn`` (matmuls and convolutions)."""
@@ -199,14 +211,18 @@ class Judge:
     """The clock and the SSIM readings of one time-to-quality contender.
 
     The clock is wall time since the contender started, minus the time spent judging. ``epoch_end`` reads
-    the test SSIM after each epoch; ``step`` is called after every optimizer step and reads it once each
-    budget mark is passed (the first step after T minutes), returning True once the cap (the last mark) is
-    reached so that the contender stops there.
+    the test SSIM after each epoch; ``step`` is called after every optimizer step and reads it at the first
+    step past each ``every``-epoch mark inside an epoch (0.25: after a quarter, half and three quarters of
+    each epoch; 0: epoch ends only), so that the time to target is resolved finer than an epoch, the same for
+    both contenders; and at the first step after each budget mark, returning True once the cap (the last
+    mark) is reached so that the contender stops there.
     """
 
-    def __init__(self, evaluate: Callable[[], float], budgets_s: list[float]):
+    def __init__(self, evaluate: Callable[[], float], budgets_s: list[float], every: float = 0.0):
         self.evaluate, self.marks = evaluate, sorted(budgets_s)
+        self.every = every
         self.next_mark, self.spent = 0, 0.0
+        self.next_fraction = every if every > 0 else float("inf")
         self.readings: list[dict[str, Any]] = []
         self.t0 = time.perf_counter()
 
@@ -227,6 +243,11 @@ class Judge:
             while self.next_mark < len(self.marks) and wall >= self.marks[self.next_mark]:
                 self.next_mark += 1
             self.read(f"{self.marks[self.next_mark - 1] / 60:g} min", epochs)
+        elif epochs >= self.next_fraction:
+            if abs(epochs - round(epochs)) > 1e-9:  # a whole epoch is read by epoch_end
+                self.read(f"{self.next_fraction:g} epochs", epochs)
+        while self.next_fraction <= epochs:
+            self.next_fraction += self.every
         return wall >= self.marks[-1]
 
     def epoch_end(self, epoch: int, **extra: Any) -> None:

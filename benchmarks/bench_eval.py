@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_common import ratio
+from bench_common import model_flops, ratio
 
 from aelab.data import DataBundle, to_float
 from aelab.evaluate import encode_all, evaluate_run, fit_pca, reconstruct_all
@@ -44,7 +44,8 @@ def skimage_metrics(recon: np.ndarray, target: np.ndarray) -> dict[str, float]:
             "mse": float(np.mean(mse))}
 
 
-def run_evaluation(run: Run, model: Autoencoder, bundle: DataBundle) -> dict[str, Any]:
+def run_evaluation(run: Run, model: Autoencoder, bundle: DataBundle, gflops: float | None = None
+                   ) -> dict[str, Any]:
     model.eval()
     run.pca.unlink(missing_ok=True)
     metrics, cold = _timed(lambda: evaluate_run(run, bundle=bundle, model=model))
@@ -63,8 +64,13 @@ def run_evaluation(run: Run, model: Autoencoder, bundle: DataBundle) -> dict[str
     peer, peer_s = _timed(lambda: skimage_metrics(recon.squeeze(1).to(torch.float64).numpy(),
                                                   target.squeeze(1).to(torch.float64).numpy()))
     agree = {k: round(abs(float(np.mean(ours[k])) - v), 6) for k, v in peer.items()}
+    # The floor: the network passes evaluation cannot skip (the test images through the whole autoencoder,
+    # the training images through the encoder for kNN-5) at the machine's fp32 matmul ceiling.
+    flops = len(bundle.test) * model_flops(model, "forward") + len(bundle.train) * model_flops(model, "encode")
+    floor = round(flops / (gflops * 1e9), 2) if gflops else None
     return {
         "test_images": len(bundle.test), "train_images": len(bundle.train),
+        "network_gflops": round(flops / 1e9, 1), "network_seconds_at_fp32_ceiling": floor,
         "evaluate_run_seconds_cold": cold, "evaluate_run_seconds_warm": warm,
         "evaluate_run_internal_seconds": metrics.get("eval_seconds"),
         "parts_seconds": parts,

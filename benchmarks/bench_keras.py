@@ -125,7 +125,7 @@ class _Worker:
                 "loss": times["loss"]}
 
     def quality(self, train: str, test: str, budgets_s: list[float], epochs: int = 10, batch: int = 256,
-                latent: int = 64, seed: int = 0) -> dict[str, Any]:
+                latent: int = 64, seed: int = 0, every: float = 0.0) -> dict[str, Any]:
         import keras
         import torch
         from bench_common import Judge, mean_ssim
@@ -139,7 +139,7 @@ class _Worker:
             pred = box["model"].predict(x_test, batch_size=1000, verbose=0)
             return mean_ssim(torch.from_numpy(pred).permute(0, 3, 1, 2), target)
 
-        judge = Judge(evaluate, budgets_s)
+        judge = Judge(evaluate, budgets_s, every)
 
         class Hooks(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:

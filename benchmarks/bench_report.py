@@ -35,6 +35,8 @@ def machine_lines(r: dict[str, Any]) -> list[str]:
         f"^3 GEMM of torch.mm (MKL) and a 1x1 convolution (oneDNN), {ceiling.get('threads')} threads together or "
         f"one thread times {ceiling.get('threads')} (at the start: MKL {ceiling.get('mkl_mm')}, oneDNN "
         f"{ceiling.get('onednn_1x1_conv')}). Shares of this ceiling count convolution and matmul FLOPs only.",
+        f"Measured bf16 matmul ceiling (torch.mm, {ceiling.get('threads')} threads): "
+        f"{_f(r.get('bf16_matmul_gflops'), '{:.1f}')} GFLOP/s ('–': no native bf16, aelab trains in fp32 here).",
     ]
 
 
@@ -43,14 +45,17 @@ def throughput_md(t: dict[str, Any]) -> list[str]:
              "", f"{t['rounds']} rounds of {t['images_per_round']:,} images each (after {t['warmup_rounds']} "
              f"warm-up), contenders alternating; {t['threads']} threads. Training FLOPs per image (conv and "
              f"matmul, forward + backward): {t['train_flops_per_image'] / 1e6:.1f} M.", "",
-             "| contender | images/s (median) | min–max | share of fp32 ceiling | final loss |",
-             "|---|---:|---:|---:|---:|"]
+             "| contender | precision | images/s (median) | min–max | share of fp32 ceiling | share of bf16 "
+             "ceiling | final loss |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for name, c in t["contenders"].items():
-        lines.append(f"| {name}: {c['what']} | {_f(c['median'])} | {_f(c['min'])}–{_f(c['max'])} | "
-                     f"{_pct(c['fp32_ceiling_share'])} | {_f(c['final_loss'], '{:.4f}')} |")
+        lines.append(f"| {name}: {c['what']} | {c.get('precision', 'fp32')} | {_f(c['median'])} | "
+                     f"{_f(c['min'])}–{_f(c['max'])} | {_pct(c['fp32_ceiling_share'])} | "
+                     f"{_pct(c.get('bf16_ceiling_share'))} | {_f(c['final_loss'], '{:.4f}')} |")
     lines += ["", f"aelab / Keras: **{_x(t['ratio_vs_keras'])}** (paired rounds: {t['paired_ratios_vs_keras']}); "
               f"aelab / tutorial loop: **{_x(t['ratio_vs_tutorial'])}** (paired rounds: "
-              f"{t['paired_ratios_vs_tutorial']})."]
+              f"{t['paired_ratios_vs_tutorial']}); aelab bf16 / aelab fp32: **{_x(t.get('ratio_bf16_vs_fp32'))}**; "
+              f"aelab fp32 / Keras: **{_x(t.get('ratio_fp32_vs_keras'))}**."]
     return lines + [f"- {n}" for n in t["notes"]]
 
 
@@ -93,7 +98,11 @@ def evaluation_md(e: dict[str, Any]) -> list[str]:
             f"{e['parts_seconds']['reconstruction_metrics']:.2f} |",
             f"| peer: {e['peer']['what']} | {e['peer']['seconds']:.2f} |", "",
             f"Metrics speed-up vs scikit-image: **{_f(e['speedup_vs_skimage'], '{:.1f}')}x** (means agree to "
-            f"{max(e['peer']['abs_difference_of_means'].values()):.1e}). Parts (s): {parts}."]
+            f"{max(e['peer']['abs_difference_of_means'].values()):.1e}). Parts (s): {parts}.", "",
+            f"The floor of `evaluate_run`: its network passes ({e['test_images']:,} test images through the "
+            f"autoencoder, {e['train_images']:,} training images through the encoder for kNN-5) are "
+            f"{_f(e.get('network_gflops'), '{:,.1f}')} GFLOP, {_f(e.get('network_seconds_at_fp32_ceiling'), '{:.2f}')}"
+            f" s at the fp32 ceiling."]
 
 
 def encoding_md(e: dict[str, Any]) -> list[str]:

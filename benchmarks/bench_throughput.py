@@ -1,7 +1,9 @@
 """Training throughput of the base ``conv`` model (latent 64, batch 256) against its peers, in rounds.
 
 aelab is measured through its public ``Trainer`` with the ``seed-64`` preset (the Keras recipe: BCE, Adam
-1e-3, batch 256), so that whatever fast path the Trainer takes is what is timed. Each Trainer epoch over the
+1e-3, batch 256), so that whatever fast path the Trainer takes is what is timed (``precision auto``: bf16
+autocast where the CPU has native bf16). ``aelab-fp32`` is the same Trainer with ``precision fp32``, one fresh
+Trainer of one epoch per round, so that the bf16 gain is measured side by side too. Each Trainer epoch over the
 same slice of real training images is one round; after it (in ``on_epoch_end``) the peers run one epoch each
 over the same images, their order alternating from round to round. Round 0 is a warm-up for every
 contender (tracing, oneDNN primitive creation) and is not counted. The Trainer's own per-epoch
@@ -35,23 +37,35 @@ def slice_bundle(bundle: DataBundle, n_train: int, n_val: int = 256) -> DataBund
     return replace(bundle, train=cut(bundle.train, n_train), val=cut(bundle.val, n_val))
 
 
+def fp32_epoch(data: DataBundle, threads: int, tmp: str) -> dict[str, float]:
+    """One epoch of a fresh Trainer with ``precision fp32`` (otherwise the aelab contender's config)."""
+    cfg = resolve("seed-64", overrides=dict(epochs=1, patience=0, threads=threads, precision="fp32"))
+    with tempfile.TemporaryDirectory(dir=tmp) as folder:
+        row = Trainer(cfg, Run(Path(folder)), bundle=data, progress=False).fit().history[-1]
+    return {"images_per_s": row["images_per_s"], "loss": row["train_loss"]}
+
+
 def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int, threads: int,
-                   keras: KerasPeer | None, keras_skip: str | None, gflops: float, tmp: str) -> dict[str, Any]:
+                   keras: KerasPeer | None, keras_skip: str | None, gflops: float, tmp: str,
+                   bf16_gflops: float | None = None) -> dict[str, Any]:
     data = slice_bundle(bundle, images)
     cfg = resolve("seed-64", overrides=dict(epochs=rounds + warmup, patience=0, threads=threads))
     tutorial = TutorialLoop(data.train.images, data.train.labels, latent=cfg.latent, batch=cfg.batch_size)
     npy = temp_npy(tmp, "throughput", data.train.images) if keras else None
-    rates: dict[str, list[float]] = {"aelab": [], "tutorial": [], "keras": []}
+    rates: dict[str, list[float]] = {"aelab": [], "aelab-fp32": [], "tutorial": [], "keras": []}
     losses: dict[str, float] = {}
     notes: list[str] = []
     if keras_skip:
         notes.append(keras_skip)
 
     def peers(round_index: int) -> None:
-        order = ["tutorial", "keras"] if round_index % 2 == 0 else ["keras", "tutorial"]
+        order = ["aelab-fp32", "tutorial", "keras"]
+        order = order if round_index % 2 == 0 else order[::-1]
         for name in order:
             if name == "tutorial":
                 out = tutorial.epoch()
+            elif name == "aelab-fp32":
+                out = fp32_epoch(data, threads, tmp)
             elif keras is not None and not any(n.startswith("Keras failed") for n in notes):
                 try:
                     out = keras.call("throughput", x=npy, batch=cfg.batch_size, latent=cfg.latent)
@@ -77,21 +91,29 @@ def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int,
     flops = model_flops(build_model("conv", latent=cfg.latent), "train")
     med = {k: summary(v)["median"] for k, v in rates.items()}
     contenders = {
-        "aelab": {"what": "aelab Trainer, preset seed-64 (the fast path the Trainer takes)",
-                  "parameters": count_parameters(trainer.model), **summary(rates["aelab"])},
+        "aelab": {"what": f"aelab Trainer, preset seed-64 (the fast path the Trainer takes: {trainer.precision})",
+                  "precision": trainer.precision, "parameters": count_parameters(trainer.model),
+                  **summary(rates["aelab"])},
+        "aelab-fp32": {"what": "aelab Trainer, preset seed-64, --precision fp32", "precision": "fp32",
+                       **summary(rates["aelab-fp32"])},
         "tutorial": {"what": "plain PyTorch: per-sample Dataset (PIL + ToTensor) and DataLoader, NCHW",
-                     **summary(rates["tutorial"])},
-        "keras": {"what": "Keras 3 on TensorFlow, model.fit, same layers", **summary(rates["keras"])},
+                     "precision": "fp32", **summary(rates["tutorial"])},
+        "keras": {"what": "Keras 3 on TensorFlow, model.fit, same layers", "precision": "fp32",
+                  **summary(rates["keras"])},
     }
     for name, c in contenders.items():
         c["final_loss"] = round(losses[name], 4) if name in losses else None
         c["fp32_ceiling_share"] = ceiling_share(c["median"], flops, gflops)
+        c["bf16_ceiling_share"] = (ceiling_share(c["median"], flops, bf16_gflops)
+                                   if c["precision"] == "bf16" and bf16_gflops else None)
     return {
         "model": "conv", "latent": cfg.latent, "batch": cfg.batch_size, "images_per_round": len(data.train),
         "rounds": rounds, "warmup_rounds": warmup, "threads": threads, "torch_threads": torch.get_num_threads(),
         "train_flops_per_image": round(flops), "contenders": contenders,
         "ratio_vs_keras": ratio(med["aelab"], med["keras"]),
         "ratio_vs_tutorial": ratio(med["aelab"], med["tutorial"]),
+        "ratio_bf16_vs_fp32": ratio(med["aelab"], med["aelab-fp32"]),
+        "ratio_fp32_vs_keras": ratio(med["aelab-fp32"], med["keras"]),
         "paired_ratios_vs_keras": [ratio(a, b) for a, b in zip(rates["aelab"], rates["keras"], strict=False)],
         "paired_ratios_vs_tutorial": [ratio(a, b) for a, b in zip(rates["aelab"], rates["tutorial"],
                                                                   strict=False)],

@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny slices and one round: checks the suite runs")
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}")
+    p.add_argument("--judge-every", type=float, default=0.25,
+                   help="time to quality: also judge every this many epochs (0: at epoch ends only)")
     p.add_argument("--minutes", default="2,5,10",
                    help="time-to-quality budgets in minutes; the largest caps each contender's training")
     p.add_argument("--target-ssim", type=float, default=None, help="the quality target (default 0.773)")
@@ -90,7 +92,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
-    from bench_common import TARGET_SSIM, load_average, machine_info, machine_slug, matmul_gflops, usable_cpus
+    from bench_common import (
+        TARGET_SSIM,
+        bf16_matmul_gflops,
+        load_average,
+        machine_info,
+        machine_slug,
+        matmul_gflops,
+        usable_cpus,
+    )
     from bench_report import render
 
     from aelab.data import load_dataset
@@ -121,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     mm_seconds = 0.3 if args.smoke else 2.0
     ceiling = matmul_gflops(seconds=mm_seconds)
     say(f"fp32 matmul: {ceiling['gflops_best']} GFLOP/s")
+    bf16_gflops = bf16_matmul_gflops(seconds=mm_seconds)
+    say(f"bf16 matmul: {bf16_gflops} GFLOP/s")
 
     results: dict[str, Any] = {"format": FORMAT, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                                "smoke": args.smoke, "command": shlex.join([sys.executable, *sys.argv]),
                                "machine": info, "fp32_matmul": ceiling, "fp32_matmul_checks": [ceiling["gflops_best"]],
+                               "bf16_matmul_gflops": bf16_gflops,
                                "sections": {}, "errors": []}
     sections: dict[str, Any] = results["sections"]
     with tempfile.TemporaryDirectory(prefix="aelab-bench-") as tmp:
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"[{name}] running")
                 try:
                     sections[name] = run_section(name, args, bundle, threads, keras, keras_skip, gflops, target,
-                                                 tmp, trained)
+                                                 tmp, trained, bf16_gflops)
                 except Exception as err:  # noqa: BLE001 - record it, keep the other sections
                     traceback.print_exc()
                     results["errors"].append(f"{name}: {type(err).__name__}: {err}")
@@ -205,17 +218,20 @@ def trained_model(bundle: Any, threads: int, tmp: str, trained: dict[str, Any]) 
 
 
 def run_section(name: str, args: argparse.Namespace, bundle: Any, threads: int, keras: Any,
-                keras_skip: str | None, gflops: float, target: float, tmp: str, trained: dict[str, Any]) -> Any:
+                keras_skip: str | None, gflops: float, target: float, tmp: str, trained: dict[str, Any],
+                bf16_gflops: float | None = None) -> Any:
     if name == "throughput":
         from bench_throughput import run_throughput
 
         return run_throughput(bundle, images=args.round_images, rounds=args.rounds, warmup=args.warmup,
-                              threads=threads, keras=keras, keras_skip=keras_skip, gflops=gflops, tmp=tmp)
+                              threads=threads, keras=keras, keras_skip=keras_skip, gflops=gflops, tmp=tmp,
+                              bf16_gflops=bf16_gflops)
     if name == "quality":
         from bench_quality import run_quality
 
         q = run_quality(bundle, budgets_min=args.budgets, target=target, threads=threads, keras=keras,
-                        keras_skip=keras_skip, tmp=tmp, smoke=args.smoke)
+                        keras_skip=keras_skip, tmp=tmp, smoke=args.smoke,
+                        every=args.judge_every)
         trained.update(q.pop("_trained"), source=f"preset default from the time-to-quality run (test SSIM "
                                                  f"{q['aelab']['final_ssim']} after {q['aelab']['epochs']} epochs)")
         return q
@@ -223,7 +239,7 @@ def run_section(name: str, args: argparse.Namespace, bundle: Any, threads: int, 
         from bench_eval import run_evaluation
 
         run, model, _ = trained_model(bundle, threads, tmp, trained)
-        return run_evaluation(run, model, bundle)
+        return run_evaluation(run, model, bundle, gflops)
     if name == "encode":
         from bench_encode import run_encoding
 

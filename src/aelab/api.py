@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from aelab.imageio import InputError, to_pixels
-from aelab.models import Autoencoder, build_model
+from aelab.models import Autoencoder, build_model, inference_copy, is_convolutional
 
 DEFAULT_BATCH = 1024
 
@@ -83,6 +83,9 @@ class TrainedModel:
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
+        # What encode/decode run: batch norm folded, channels-last (models.inference_copy); made once here.
+        self._fast = inference_copy(self.model)
+        self._layout = torch.channels_last if is_convolutional(self.model) else torch.contiguous_format
         self.classes = classes
         self.source = source
         self.batch_size = batch_size
@@ -129,12 +132,12 @@ class TrainedModel:
     def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of one checked batch: float32 pixels (b, 1, 28, 28) in [0, 1] -> (b, latent) on the CPU."""
         with torch.inference_mode():
-            return self.model.encode(x.to(self.device)).float().cpu()
+            return self._fast.encode(x.to(self.device).contiguous(memory_format=self._layout)).float().cpu()
 
     def decode_batch(self, z: torch.Tensor) -> torch.Tensor:
         """Pixels (b, 1, 28, 28) in [0, 1] of one checked batch of codes (b, latent), on the CPU."""
         with torch.inference_mode():
-            return torch.sigmoid(self.model.decode(z.to(self.device))).float().cpu()
+            return torch.sigmoid(self._fast.decode(z.to(self.device))).float().cpu().contiguous()
 
     # ---------------------------------------------------------------------------------------- whole arrays
     def encode(self, images: Any, batch_size: int | None = None, as_tensor: bool = False,

@@ -22,6 +22,7 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 DATASET_NAMES = ("fashion-mnist", "mnist")
 MODEL_NAMES = ("dense", "conv", "conv-modified")
 ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "gelu", "tanh")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "") -> Any:
@@ -65,7 +66,10 @@ class RunConfig:
                                     group="training")
     seed: int = opt(0, "random seed (split, initialisation, shuffling, dropout)", group="training")
     threads: int | None = opt(None, "CPU threads for torch (default: all cores)", group="training")
-    device: str = opt("auto", "cpu, cuda, mps or auto (on CUDA: data on the GPU, bf16 autocast)", group="training")
+    device: str = opt("auto", "cpu, cuda, mps or auto (on CUDA: data on the GPU)", group="training")
+    precision: str = opt("auto", "training arithmetic: bf16 autocast (weights and loss stay fp32) or fp32; auto "
+                                 "takes bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
+                         PRECISIONS, "training")
     compile: bool = opt(False, "torch.compile the model (helps on CUDA; measured slower on small CPUs)",
                         group="training")
     # output
@@ -79,7 +83,7 @@ class RunConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"unknown {key.replace('_', '-')} {getattr(self, key)!r}; choose one of: "
                                   f"{', '.join(allowed)}")
-        for key in ("dataset", "model", "activation", "loss", "optimizer", "schedule"):
+        for key in ("dataset", "model", "activation", "loss", "optimizer", "schedule", "precision"):
             choice(key)
         checks = [
             (isinstance(self.latent, int) and 1 <= self.latent <= 1024, "latent",

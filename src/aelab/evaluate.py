@@ -15,7 +15,7 @@ import torch
 
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics, summarize
-from aelab.models import Autoencoder, PCAModel, count_parameters
+from aelab.models import Autoencoder, PCAModel, count_parameters, inference_copy, is_convolutional
 from aelab.runs import Run, write_json
 
 METRICS_FORMAT = "aelab-metrics-1"
@@ -26,26 +26,43 @@ COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("ssim7", "SSIM-7", "{:.4f}"), ("psnr", "
            ("trustworthiness", "trust.", "{:.4f}"))
 
 
-def _batched(model: Autoencoder, images: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
-             batch: int) -> torch.Tensor:
-    """``fn`` over uint8 images (n, 28, 28) in batches, in eval mode without gradients, results on the CPU."""
-    model.eval()
+def _batched(model: Autoencoder, images: torch.Tensor, fn: Callable[[Autoencoder, torch.Tensor], Any],
+             batch: int) -> list[Any]:
+    """``fn(fast_model, x)`` over uint8 images (n, 28, 28) in batches, without gradients, on the fast inference
+    copy of ``model`` (``models.inference_copy``: batch norm folded, channels-last); one result per batch."""
+    fast = inference_copy(model)
     device = next(model.parameters()).device
+    layout = torch.channels_last if is_convolutional(fast) else torch.contiguous_format
     with torch.inference_mode():
-        return torch.cat([fn(to_float(images[i:i + batch]).to(device)).float().cpu()
-                          for i in range(0, len(images), batch)])
+        return [fn(fast, to_float(images[i:i + batch]).to(device).contiguous(memory_format=layout))
+                for i in range(0, len(images), batch)]
 
 
 def encode_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """Latent codes of uint8 images (n, 28, 28)."""
+    """Latent codes (n, latent) of uint8 images (n, 28, 28), float32 on the CPU."""
     if len(images) == 0:
         return torch.empty(0, model.latent)
-    return _batched(model, images, model.encode, batch)
+    return torch.cat(_batched(model, images, lambda m, x: m.encode(x).float().cpu(), batch))
 
 
 def reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """Reconstructed pixels (n, 1, 28, 28) in [0, 1] of uint8 images (n, 28, 28)."""
-    return _batched(model, images, lambda x: torch.sigmoid(model(x)), batch)
+    """Reconstructed pixels (n, 1, 28, 28) in [0, 1] of uint8 images (n, 28, 28), float32 on the CPU."""
+    return encode_reconstruct_all(model, images, batch)[1]
+
+
+def encode_reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (n, latent) and reconstructed pixels (n, 1, 28, 28) of uint8 images in one pass (CPU, float32)."""
+    if len(images) == 0:
+        return torch.empty(0, model.latent), torch.empty(0, 1, 28, 28)
+
+    def both(m: Autoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = m.encode(x)
+        pixels = torch.sigmoid(m.decode(z)).float().cpu().contiguous()
+        return z.float().cpu(), pixels
+
+    parts = _batched(model, images, both, batch)
+    return torch.cat([z for z, _ in parts]), torch.cat([p for _, p in parts])
 
 
 def fit_pca(bundle: DataBundle, latent: int) -> PCAModel:
@@ -64,9 +81,9 @@ def evaluate_model(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: 
     target = to_float(bundle.test.images)
     labels = bundle.test.labels.numpy()
     out: dict[str, Any] = {}
+    test_codes_ae, recon_ae = encode_reconstruct_all(model, bundle.test.images)
     for name, recon, train_codes, test_codes in (
-        ("autoencoder", reconstruct_all(model, bundle.test.images),
-         encode_all(model, bundle.train.images), encode_all(model, bundle.test.images)),
+        ("autoencoder", recon_ae, encode_all(model, bundle.train.images), test_codes_ae),
         ("pca", pca.reconstruct(bundle.test.images), pca.encode(bundle.train.images), pca.encode(bundle.test.images)),
     ):
         summary = summarize(reconstruction_metrics(recon, target), labels, bundle.classes)

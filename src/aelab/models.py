@@ -7,11 +7,13 @@ Every model takes images as float tensors (n, 1, 28, 28) in [0, 1] and offers ``
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aelab.errors import ConfigError
@@ -49,6 +51,48 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+class _TransposedConvCPU(torch.autograd.Function):
+    """conv_transpose2d whose backward runs as the two regular convolutions it is made of.
+
+    The gradient of a transposed convolution is a strided convolution (input) and a convolution weight gradient
+    (weights). torch 2.13's oneDNN deconvolution backward on CPU is ~2x slower than these two regular calls on
+    the same tensors (benchmarks/README.md); the results agree to float rounding (tests/test_models.py).
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding)
+        ctx.has_bias = bias is not None
+        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        dt = grad.dtype  # bf16 under autocast: compute in it, hand back each gradient in its input's dtype
+        grad_x = F.conv2d(grad, weight.to(dt), None, stride, padding).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_w = torch.ops.aten.convolution_backward(
+            x.to(dt), grad, weight.to(dt), None, stride, padding, [1, 1], False, [0, 0], 1, [False, True, False],
+        )[1].to(weight.dtype)
+        grad_b = grad.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias else None  # accumulates in fp32
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same parameters, same checkpoints) that trains ~2x faster on CPU."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and output_size is None
+                and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"):
+            return _TransposedConvCPU.apply(x, self.weight, self.bias, self.stride, self.padding,
+                                            self.output_padding)
+        return super().forward(x, output_size)
+
+
 class Reshape(nn.Module):
     def __init__(self, *shape: int):
         super().__init__()
@@ -72,6 +116,15 @@ def register(name: str, help: str) -> Callable[[Callable[..., Autoencoder]], Cal
 
 def _act(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
+
+
+# Activations that never decrease commute with max pooling: pool(act(x)) == act(pool(x)) exactly, gradients
+# included. For these the base model pools first and activates a quarter of the values (same function, less work).
+MONOTONE = {"relu", "leaky_relu", "elu", "tanh"}
+
+
+def _act_pool(name: str) -> list[nn.Module]:
+    return [nn.MaxPool2d(2), _act(name)] if name in MONOTONE else [_act(name), nn.MaxPool2d(2)]
 
 
 def _norm2d(c: int, on: bool) -> list[nn.Module]:
@@ -114,16 +167,16 @@ def conv(latent: int, width: float = 1.0, activation: str = "relu", dropout: flo
          batch_norm: bool = False) -> Autoencoder:
     c1, c2, c3 = _ch(32, width), _ch(64, width), _ch(128, width)
     enc = nn.Sequential(
-        nn.Conv2d(1, c1, 3, padding=1), *_norm2d(c1, batch_norm), _act(activation), nn.MaxPool2d(2),   # 14
-        nn.Conv2d(c1, c2, 3, padding=1), *_norm2d(c2, batch_norm), _act(activation), nn.MaxPool2d(2),  # 7
+        nn.Conv2d(1, c1, 3, padding=1), *_norm2d(c1, batch_norm), *_act_pool(activation),   # 14
+        nn.Conv2d(c1, c2, 3, padding=1), *_norm2d(c2, batch_norm), *_act_pool(activation),  # 7
         nn.Conv2d(c2, c3, 3, padding=1), *_norm2d(c3, batch_norm), _act(activation),
         nn.Flatten(), *_drop(dropout), nn.Linear(c3 * 49, latent),
     )
     dec = nn.Sequential(
         nn.Linear(latent, c3 * 49), _act(activation), *_drop(dropout), Reshape(c3, 7, 7),
-        nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1),                          # 14
+        ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1),                          # 14
         *_norm2d(c2, batch_norm), _act(activation),
-        nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),                          # 28
+        ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),                          # 28
         *_norm2d(c1, batch_norm), _act(activation),
         nn.Conv2d(c1, 1, 3, padding=1),
     )
@@ -141,7 +194,7 @@ def conv_modified(latent: int, width: float = 1.0, activation: str = "relu", dro
                 *_norm2d(cout, batch_norm), _act(activation)]
 
     def up(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=not batch_norm),
+        return [ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=not batch_norm),
                 *_norm2d(cout, batch_norm), _act(activation)]
 
     enc = nn.Sequential(
@@ -172,6 +225,38 @@ def build_model(name: str, latent: int, **kwargs: Any) -> Autoencoder:
         raise ConfigError(f"unknown activation {act!r}; choose one of: {', '.join(ACTIVATIONS)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return MODELS[name](latent=latent, **kwargs)
+
+
+def inference_copy(model: Autoencoder) -> Autoencoder:
+    """A copy of ``model`` for fast inference: eval mode, no gradients, each batch norm folded into the
+    convolution or linear layer before it, and channels-last memory for convolutional models.
+
+    It computes the same function as ``model.eval()`` up to float rounding (~1e-6 relative); ONNX Runtime and
+    TensorFlow fold batch norm the same way. On 2 CPU cores it encodes ~2x faster than the plain eval model.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    fast = copy.deepcopy(model).eval()
+    for seq in (fast.encoder, fast.decoder):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(1, len(seq)):
+            layer, norm = seq[i - 1], seq[i]
+            if isinstance(norm, nn.BatchNorm2d) and isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+                seq[i - 1] = fuse_conv_bn_eval(layer, norm, transpose=isinstance(layer, nn.ConvTranspose2d))
+                seq[i] = nn.Identity()
+            elif isinstance(norm, nn.BatchNorm1d) and isinstance(layer, nn.Linear):
+                seq[i - 1] = fuse_linear_bn_eval(layer, norm)
+                seq[i] = nn.Identity()
+    if is_convolutional(fast):
+        fast.to(memory_format=torch.channels_last)
+    fast.requires_grad_(False)
+    return fast
+
+
+def is_convolutional(model: nn.Module) -> bool:
+    """True when ``model`` has 2-D convolutions (it then runs fastest on channels-last tensors)."""
+    return any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in model.modules())
 
 
 def count_parameters(model: nn.Module) -> int:

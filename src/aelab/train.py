@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,6 +65,28 @@ def select_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 arithmetic runs at full speed: CUDA, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def select_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> bf16 where the hardware has it natively, else fp32; an explicit choice is kept."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name == "bf16" and not native_bf16(device):
+        warnings.warn(f"--precision bf16 on {device.type} without native bf16 support is emulated and slow; "
+                      f"--precision fp32 is faster here", stacklevel=2)
+    return name
 
 
 def make_loss(cfg: RunConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -155,8 +178,10 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.loss_fn = make_loss(cfg)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        # On CUDA: bf16 autocast for the forward pass (the loss in fp32); the data already lives on the GPU.
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        # bf16 autocast for the forward pass (weights, optimizer and loss stay fp32): on CUDA, and on CPUs with
+        # native bf16, where it trains the base model ~1.5x faster than fp32 (benchmarks/README.md).
+        self.precision = select_precision(cfg.precision, self.device)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.opt = make_optimizer(cfg, self.model)
@@ -177,7 +202,8 @@ class Trainer:
     # -------------------------------------------------------------------------------- checkpoints
     def _save(self, path: Any, full: bool) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        meta: dict[str, Any] = {"hparams": self.model.hparams, "epoch": self.state.epoch}
+        meta: dict[str, Any] = {"hparams": self.model.hparams, "epoch": self.state.epoch,
+                                "precision": self.precision}
         if full:
             meta["optimizer"] = _flatten(self.opt.state_dict(), "optim", tensors)
             meta["scheduler"] = _flatten(self.sched.state_dict(), "sched", tensors)
