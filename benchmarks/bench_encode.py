@@ -66,7 +66,7 @@ def run_encoding(model: Autoencoder, bundle: DataBundle, *, threads: int, repeat
     out: dict[str, Any] = {"images": n, "model": model.hparams, "source": source, "threads": threads,
                            "encode_flops_per_image": round(flops), "contenders": {}, "notes": []}
     c = out["contenders"]
-    c["aelab"] = {"what": "aelab.evaluate.encode_all (inference mode, batches of 2000)",
+    c["aelab"] = {"what": "aelab.evaluate.encode_all (batch norm folded, channels-last, batches of 256)",
                   **_rates(lambda: encode_all(model, images), n, repeats)}
     c["tutorial"] = {"what": "per-sample Dataset + DataLoader (batch 256) under torch.no_grad",
                      **_rates(lambda: encode_with_loader(model, images, labels), n, max(1, repeats // 2))}

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from aelab.imageio import InputError, to_pixels
-from aelab.models import Autoencoder, build_model, inference_copy, is_convolutional
+from aelab.models import INFERENCE_BATCH, Autoencoder, build_model, inference_copy, is_convolutional
 
 DEFAULT_BATCH = 1024
 
@@ -132,12 +132,14 @@ class TrainedModel:
     def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of one checked batch: float32 pixels (b, 1, 28, 28) in [0, 1] -> (b, latent) on the CPU."""
         with torch.inference_mode():
-            return self._fast.encode(x.to(self.device).contiguous(memory_format=self._layout)).float().cpu()
+            return torch.cat([self._fast.encode(x[i:i + INFERENCE_BATCH].to(self.device).contiguous(
+                memory_format=self._layout)).float().cpu() for i in range(0, max(len(x), 1), INFERENCE_BATCH)])
 
     def decode_batch(self, z: torch.Tensor) -> torch.Tensor:
         """Pixels (b, 1, 28, 28) in [0, 1] of one checked batch of codes (b, latent), on the CPU."""
         with torch.inference_mode():
-            return torch.sigmoid(self._fast.decode(z.to(self.device))).float().cpu().contiguous()
+            return torch.cat([torch.sigmoid(self._fast.decode(z[i:i + INFERENCE_BATCH].to(self.device))).float().cpu()
+                              for i in range(0, max(len(z), 1), INFERENCE_BATCH)])
 
     # ---------------------------------------------------------------------------------------- whole arrays
     def encode(self, images: Any, batch_size: int | None = None, as_tensor: bool = False,

@@ -15,7 +15,7 @@ import torch
 
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics, summarize
-from aelab.models import Autoencoder, PCAModel, count_parameters, inference_copy, is_convolutional
+from aelab.models import INFERENCE_BATCH, Autoencoder, PCAModel, count_parameters, inference_copy, is_convolutional
 from aelab.runs import Run, write_json
 
 METRICS_FORMAT = "aelab-metrics-1"
@@ -38,19 +38,19 @@ def _batched(model: Autoencoder, images: torch.Tensor, fn: Callable[[Autoencoder
                 for i in range(0, len(images), batch)]
 
 
-def encode_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+def encode_all(model: Autoencoder, images: torch.Tensor, batch: int = INFERENCE_BATCH) -> torch.Tensor:
     """Latent codes (n, latent) of uint8 images (n, 28, 28), float32 on the CPU."""
     if len(images) == 0:
         return torch.empty(0, model.latent)
     return torch.cat(_batched(model, images, lambda m, x: m.encode(x).float().cpu(), batch))
 
 
-def reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+def reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = INFERENCE_BATCH) -> torch.Tensor:
     """Reconstructed pixels (n, 1, 28, 28) in [0, 1] of uint8 images (n, 28, 28), float32 on the CPU."""
     return encode_reconstruct_all(model, images, batch)[1]
 
 
-def encode_reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = 2000
+def encode_reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = INFERENCE_BATCH
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (n, latent) and reconstructed pixels (n, 1, 28, 28) of uint8 images in one pass (CPU, float32)."""
     if len(images) == 0:

@@ -27,7 +27,7 @@ from PIL import Image
 
 from aelab.config import RunConfig
 from aelab.errors import RunError
-from aelab.models import Autoencoder, PCAModel
+from aelab.models import INFERENCE_BATCH, Autoencoder, PCAModel, inference_copy
 from aelab.runs import Run, atomic_write_bytes, atomic_write_text
 
 SCATTER_SAMPLE = 5000  # test images in the latent scatter (PCA map, or the 2-D latent itself)
@@ -168,14 +168,15 @@ def _num(value: Any) -> float:
 
 # -------------------------------------------------------------------------------------- the test views
 def _decoder(model: Autoencoder) -> Callable[[np.ndarray], np.ndarray]:
-    def decode(codes: np.ndarray, batch: int = 2000) -> np.ndarray:
-        model.eval()
-        device = next(model.parameters()).device
+    fast = inference_copy(model)
+    device = next(model.parameters()).device
+
+    def decode(codes: np.ndarray, batch: int = INFERENCE_BATCH) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for i in range(0, len(codes), batch):
                 z = torch.as_tensor(np.asarray(codes[i:i + batch], dtype=np.float32), device=device)
-                out.append(torch.sigmoid(model.decode(z)).float().cpu().reshape(-1, 28, 28))
+                out.append(torch.sigmoid(fast.decode(z)).float().cpu().reshape(-1, 28, 28))
         return torch.cat(out).numpy() if out else np.empty((0, 28, 28), np.float32)
     return decode
 

@@ -27,7 +27,7 @@ from aelab.config import RunConfig
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.errors import RunError, TrainingDiverged
 from aelab.metrics import ssim_per_image
-from aelab.models import Autoencoder, build_model
+from aelab.models import INFERENCE_BATCH, Autoencoder, build_model
 from aelab.runs import Run, atomic_write_text, load_checkpoint, save_checkpoint
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s", "best")
@@ -246,8 +246,8 @@ class Trainer:
         self.model.eval()
         total = 0.0
         with torch.inference_mode():
-            for i in range(0, len(self.val_x), 1000):
-                x = self._batch(self.val_x[i:i + 1000])
+            for i in range(0, len(self.val_x), INFERENCE_BATCH):
+                x = self._batch(self.val_x[i:i + INFERENCE_BATCH])
                 with self.autocast:
                     logits = self.forward(x)
                 total += float(self.loss_fn(logits.float(), x)) * len(x)
