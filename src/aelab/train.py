@@ -109,14 +109,17 @@ def make_loss(cfg: RunConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params = list(model.parameters())
+    # One fused kernel per step instead of a loop over tensors: the base model's Adam step takes 0.25 ms
+    # instead of 1.7 ms on 2 CPU cores (~2.5% of a training step). Same update rule.
+    fused = {"fused": True} if params and params[0].device.type in ("cpu", "cuda") else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay, **fused)
 
 
 def make_scheduler(cfg: RunConfig, opt: torch.optim.Optimizer, total_steps: int
@@ -222,6 +225,12 @@ class Trainer:
                            f"start a new run with --out")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.opt.load_state_dict(_unflatten(meta["optimizer"], tensors))
+        # Checkpoints store contiguous tensors; give each optimizer state the memory layout of its parameter
+        # (channels-last): the fused optimizers pair parameters and states element by element in memory order.
+        for param, state in self.opt.state.items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
         self.sched.load_state_dict(_unflatten(meta["scheduler"], tensors))
         torch.set_rng_state(tensors["rng.cpu"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
