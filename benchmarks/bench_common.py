@@ -244,8 +244,11 @@ class Judge:
                 self.next_mark += 1
             self.read(f"{self.marks[self.next_mark - 1] / 60:g} min", epochs)
         elif epochs >= self.next_fraction:
+            passed = self.next_fraction
+            while passed + self.every <= epochs:
+                passed += self.every  # the last mark passed (several when an epoch has few steps)
             if abs(epochs - round(epochs)) > 1e-9:  # a whole epoch is read by epoch_end
-                self.read(f"{self.next_fraction:g} epochs", epochs)
+                self.read(f"{passed:g} epochs", epochs)
         while self.next_fraction <= epochs:
             self.next_fraction += self.every
         return wall >= self.marks[-1]

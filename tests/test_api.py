@@ -44,6 +44,20 @@ def test_load_matches_the_run_model(run_path, model, images):
     assert "latent=16" in repr(model)
 
 
+def test_encode_follows_changes_to_the_model(run_path, images):
+    """encode runs a fast copy of ``model`` (batch norm folded); new weights in ``model`` are picked up."""
+    trained = aelab.load(run_path)
+    before = trained.encode(images[:50])
+    with torch.no_grad():
+        for p in trained.model.parameters():
+            p.mul_(0.5)
+    after = trained.encode(images[:50])
+    with torch.inference_mode():
+        want = trained.model.eval().encode(torch.from_numpy(images[:50]).float().div(255).unsqueeze(1)).numpy()
+    assert np.abs(after - before).max() > 1e-2
+    np.testing.assert_allclose(after, want, atol=1e-4, rtol=1e-4)
+
+
 def test_every_layout_and_dtype_gives_the_same_codes(model, images, tmp_path):
     want = model.encode(images)
     as_float = images.astype(np.float32) / 255.0

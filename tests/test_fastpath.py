@@ -191,3 +191,27 @@ def test_bf16_training_learns_and_records_its_precision(one_batch: DataBundle, t
     assert history[1]["train_loss"] < history[0]["train_loss"]
     _, meta = load_checkpoint(Run(tmp_path).last)
     assert meta["precision"] == "bf16"
+
+
+def test_native_bf16_needs_the_bf16_instructions_not_just_avx512(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN's own check says yes on any AVX-512 CPU (it would emulate bf16 there, slower than fp32); aelab asks
+    for AVX512-BF16 or AMX on x86."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not native_bf16(cpu) and select_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert native_bf16(cpu) and select_precision("auto", cpu) == "bf16"
+    assert not native_bf16(torch.device("meta"))
+
+
+def test_resuming_in_another_precision_warns(one_batch: DataBundle, tmp_path: Path) -> None:
+    cfg = resolve("seed-64", overrides=dict(threads=1, batch_size=32, epochs=2, patience=0, precision="fp32"))
+    trainer = Trainer(cfg, Run(tmp_path), bundle=one_batch, progress=False)
+    trainer._epoch()
+    trainer._save(trainer.run.last, full=True)
+    other = resolve("seed-64", overrides=dict(threads=1, batch_size=32, epochs=2, patience=0, precision="bf16"))
+    with pytest.warns(UserWarning, match="trained in fp32 and continues in bf16"):
+        Trainer(other, Run(tmp_path), bundle=one_batch, progress=False, resume=True)

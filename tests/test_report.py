@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -179,6 +180,11 @@ def test_report_shows_config_split_training_time_metrics_and_a_caption_per_figur
     assert "T-shirt/top, Trouser, Pullover" in text
     shown = re.search(r"training time ([\d.]+) s", text)
     assert shown and math.isclose(float(shown.group(1)), metrics["run"]["train_seconds"], abs_tol=0.51)
+    from aelab.train import select_precision
+
+    # the arithmetic the Trainer chose (auto: bf16 on a CPU with native bf16, else fp32) is recorded and shown
+    assert metrics["run"]["precision"] == select_precision(cfg.precision, torch.device("cpu"))
+    assert f"arithmetic {metrics['run']['precision']}" in text
     assert len(page.captions) == len(FIGURES) and all(len(c) > 40 for c in page.captions)
     captions = " ".join(page.captions)
     assert "first two principal directions" in captions and "t-SNE on 300 of them" in captions

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from aelab.imageio import InputError, to_pixels
-from aelab.models import INFERENCE_BATCH, Autoencoder, build_model, inference_copy, is_convolutional
+from aelab.models import Autoencoder, build_model, inference_batch, inference_copy, is_convolutional
 
 DEFAULT_BATCH = 1024
 
@@ -83,8 +83,7 @@ class TrainedModel:
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
-        # What encode/decode run: batch norm folded, channels-last (models.inference_copy); made once here.
-        self._fast = inference_copy(self.model)
+        self._fast_key: tuple = ()
         self._layout = torch.channels_last if is_convolutional(self.model) else torch.contiguous_format
         self.classes = classes
         self.source = source
@@ -107,6 +106,15 @@ class TrainedModel:
         hp = self.model.hparams
         where = f", source={self.source!r}" if self.source else ""
         return f"TrainedModel(model={hp.get('model')!r}, latent={self.latent}{where})"
+
+    @property
+    def _fast(self) -> Autoencoder:
+        """What encode/decode run: ``models.inference_copy`` of ``model`` (batch norm folded, channels-last),
+        made again whenever the weights of ``model`` change or it moves to another device."""
+        key = tuple((t.device, t.data_ptr(), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+        if key != self._fast_key:
+            self._fast_copy, self._fast_key = inference_copy(self.model), key
+        return self._fast_copy
 
     # ---------------------------------------------------------------------------------------- streaming
     def iter_encode(self, images: Any, batch_size: int | None = None, progress: bool = False
@@ -131,15 +139,17 @@ class TrainedModel:
 
     def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of one checked batch: float32 pixels (b, 1, 28, 28) in [0, 1] -> (b, latent) on the CPU."""
+        fast, batch = self._fast, inference_batch(self.device)
         with torch.inference_mode():
-            return torch.cat([self._fast.encode(x[i:i + INFERENCE_BATCH].to(self.device).contiguous(
-                memory_format=self._layout)).float().cpu() for i in range(0, max(len(x), 1), INFERENCE_BATCH)])
+            return torch.cat([fast.encode(x[i:i + batch].to(self.device).contiguous(memory_format=self._layout))
+                              .float().cpu() for i in range(0, max(len(x), 1), batch)])
 
     def decode_batch(self, z: torch.Tensor) -> torch.Tensor:
         """Pixels (b, 1, 28, 28) in [0, 1] of one checked batch of codes (b, latent), on the CPU."""
+        fast, batch = self._fast, inference_batch(self.device)
         with torch.inference_mode():
-            return torch.cat([torch.sigmoid(self._fast.decode(z[i:i + INFERENCE_BATCH].to(self.device))).float().cpu()
-                              for i in range(0, max(len(z), 1), INFERENCE_BATCH)])
+            return torch.cat([torch.sigmoid(fast.decode(z[i:i + batch].to(self.device))).float().cpu()
+                              for i in range(0, max(len(z), 1), batch)])
 
     # ---------------------------------------------------------------------------------------- whole arrays
     def encode(self, images: Any, batch_size: int | None = None, as_tensor: bool = False,

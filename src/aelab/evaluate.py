@@ -15,7 +15,7 @@ import torch
 
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics, summarize
-from aelab.models import INFERENCE_BATCH, Autoencoder, PCAModel, count_parameters, inference_copy, is_convolutional
+from aelab.models import Autoencoder, PCAModel, count_parameters, inference_batch, inference_copy, is_convolutional
 from aelab.runs import Run, write_json
 
 METRICS_FORMAT = "aelab-metrics-1"
@@ -27,30 +27,31 @@ COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("ssim7", "SSIM-7", "{:.4f}"), ("psnr", "
 
 
 def _batched(model: Autoencoder, images: torch.Tensor, fn: Callable[[Autoencoder, torch.Tensor], Any],
-             batch: int) -> list[Any]:
+             batch: int | None) -> list[Any]:
     """``fn(fast_model, x)`` over uint8 images (n, 28, 28) in batches, without gradients, on the fast inference
     copy of ``model`` (``models.inference_copy``: batch norm folded, channels-last); one result per batch."""
     fast = inference_copy(model)
     device = next(model.parameters()).device
+    batch = batch or inference_batch(device)
     layout = torch.channels_last if is_convolutional(fast) else torch.contiguous_format
     with torch.inference_mode():
         return [fn(fast, to_float(images[i:i + batch]).to(device).contiguous(memory_format=layout))
                 for i in range(0, len(images), batch)]
 
 
-def encode_all(model: Autoencoder, images: torch.Tensor, batch: int = INFERENCE_BATCH) -> torch.Tensor:
+def encode_all(model: Autoencoder, images: torch.Tensor, batch: int | None = None) -> torch.Tensor:
     """Latent codes (n, latent) of uint8 images (n, 28, 28), float32 on the CPU."""
     if len(images) == 0:
         return torch.empty(0, model.latent)
     return torch.cat(_batched(model, images, lambda m, x: m.encode(x).float().cpu(), batch))
 
 
-def reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = INFERENCE_BATCH) -> torch.Tensor:
+def reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int | None = None) -> torch.Tensor:
     """Reconstructed pixels (n, 1, 28, 28) in [0, 1] of uint8 images (n, 28, 28), float32 on the CPU."""
     return encode_reconstruct_all(model, images, batch)[1]
 
 
-def encode_reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int = INFERENCE_BATCH
+def encode_reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (n, latent) and reconstructed pixels (n, 1, 28, 28) of uint8 images in one pass (CPU, float32)."""
     if len(images) == 0:
@@ -129,7 +130,7 @@ def _training_summary(run: Run) -> dict[str, Any]:
     _, meta = load_checkpoint(run.last)
     loop = meta.get("loop", {})
     return {"epochs": loop.get("epoch"), "best_epoch": loop.get("best_epoch"), "stopped": loop.get("stopped"),
-            "train_seconds": round(float(loop.get("elapsed", 0.0)), 1)}
+            "train_seconds": round(float(loop.get("elapsed", 0.0)), 1), "precision": meta.get("precision")}
 
 
 def format_table(metrics: dict[str, Any]) -> str:

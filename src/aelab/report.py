@@ -27,7 +27,7 @@ from PIL import Image
 
 from aelab.config import RunConfig
 from aelab.errors import RunError
-from aelab.models import INFERENCE_BATCH, Autoencoder, PCAModel, inference_copy
+from aelab.models import Autoencoder, PCAModel, inference_batch, inference_copy
 from aelab.runs import Run, atomic_write_bytes, atomic_write_text
 
 SCATTER_SAMPLE = 5000  # test images in the latent scatter (PCA map, or the 2-D latent itself)
@@ -171,7 +171,7 @@ def _decoder(model: Autoencoder) -> Callable[[np.ndarray], np.ndarray]:
     fast = inference_copy(model)
     device = next(model.parameters()).device
 
-    def decode(codes: np.ndarray, batch: int = INFERENCE_BATCH) -> np.ndarray:
+    def decode(codes: np.ndarray, batch: int = inference_batch(device)) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for i in range(0, len(codes), batch):
@@ -486,6 +486,8 @@ def page_context(inputs: RunInputs, figures: list[FigureOut]) -> dict[str, Any]:
                      ("stopped", str(r.get("stopped") or "unknown")),
                      ("training time", _duration(r.get("train_seconds"))),
                      ("throughput", f"{np.mean(speeds):,.0f} images/s (mean over epochs)" if speeds else "unknown"),
+                     ("arithmetic", {"bf16": "bf16 autocast (weights, optimizer and loss in fp32)",
+                                     "fp32": "fp32"}.get(r.get("precision") or "", "not recorded")),
                      ("evaluation time", _duration(m.get("eval_seconds")))],
         "overall": overall,
         "per_class": per_class,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import platform
 import signal
 import threading
 import time
@@ -27,7 +28,7 @@ from aelab.config import RunConfig
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.errors import RunError, TrainingDiverged
 from aelab.metrics import ssim_per_image
-from aelab.models import INFERENCE_BATCH, Autoencoder, build_model
+from aelab.models import Autoencoder, build_model, inference_batch, inference_copy
 from aelab.runs import Run, atomic_write_text, load_checkpoint, save_checkpoint
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s", "best")
@@ -68,12 +69,16 @@ def select_device(name: str) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """True where bf16 arithmetic runs at full speed: CUDA, or a CPU with AVX512-BF16 or AMX."""
+    """True where bf16 arithmetic runs at full speed: a CUDA GPU with bf16 units (Ampere and later), an x86 CPU
+    with AVX512-BF16 or AMX, or an ARM CPU whose oneDNN build reports bf16. (oneDNN's own x86 check accepts any
+    AVX-512 CPU and would emulate bf16 on Skylake to Ice Lake, slower than fp32.)"""
     if device.type == "cuda":
-        return True
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
     if device.type != "cpu":
         return False
     try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
@@ -236,6 +241,10 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.state = LoopState(**meta["loop"])
+        stored = meta.get("precision")
+        if stored and stored != self.precision:
+            warnings.warn(f"{self.run.last} was trained in {stored} and continues in {self.precision} (--precision "
+                          f"{self.cfg.precision}); pass --precision {stored} for an exact continuation", stacklevel=2)
 
     def write_history(self) -> None:
         buf = io.StringIO()
@@ -250,17 +259,17 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def validation_loss(self) -> float:
+        """Mean loss on the validation split, in fp32 on the inference copy (batch norm folded), whatever the
+        training precision: it picks the best checkpoint and drives early stopping."""
         if len(self.val_x) == 0:
             return float("nan")
-        self.model.eval()
+        fast = inference_copy(self.model)
         total = 0.0
         with torch.inference_mode():
-            for i in range(0, len(self.val_x), INFERENCE_BATCH):
-                x = self._batch(self.val_x[i:i + INFERENCE_BATCH])
-                with self.autocast:
-                    logits = self.forward(x)
-                total += float(self.loss_fn(logits.float(), x)) * len(x)
-        self.model.train()
+            batch = inference_batch(self.device)
+            for i in range(0, len(self.val_x), batch):
+                x = self._batch(self.val_x[i:i + batch])
+                total += float(self.loss_fn(fast(x).float(), x)) * len(x)
         return total / len(self.val_x)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
