@@ -257,17 +257,22 @@ def test_reconstruct_writes_pairs_with_their_ssim(run_path, model, test_set, tmp
 
 
 # ------------------------------------------------------------------------------------------ streaming
+def big_npy(x: np.ndarray, path: Path, n: int) -> Path:
+    """A .npy of ``n`` images, the 10,000 test images repeated, written through a memory map (never whole)."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 28, 28))
+    for start in range(0, n, len(x)):
+        arr[start:start + len(x)] = x[:n - start]
+    arr.flush()
+    del arr
+    return path
+
+
 def test_large_npy_streams_in_batches_with_bounded_memory(test_set, tmp_path):
     """A memory-mapped .npy of 100,000 images (78 MB) encodes without ever holding it: peak traced memory stays
     far below the file's size, and the file is read in slices of at most one batch."""
     x, _ = test_set
     n = 100_000
-    path = tmp_path / "big.npy"
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 28, 28))
-    for start in range(0, n, 10_000):
-        arr[start:start + 10_000] = x
-    arr.flush()
-    del arr
+    path = big_npy(x, tmp_path / "big.npy", n)
     torch.manual_seed(0)
     small = TrainedModel(build_model("dense", 4, width=0.05))  # a real model; its weights do not matter here
     tracemalloc.start()
@@ -314,12 +319,7 @@ def test_large_npy_keeps_resident_memory_bounded(test_set, tmp_path):
         pytest.skip("needs Linux /proc to read the peak resident memory")
     x, _ = test_set
     n = 100_000
-    path = tmp_path / "big.npy"
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 28, 28))
-    for start in range(0, n, 10_000):
-        arr[start:start + 10_000] = x
-    arr.flush()
-    del arr
+    path = big_npy(x, tmp_path / "big.npy", n)
     np.save(tmp_path / "small.npy", x[:3000])
     code = f"""
 import numpy as np, torch
