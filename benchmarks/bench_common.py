@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aelab.metrics import ssim_per_image
+from aelab.evaluation.metrics import ssim_per_image
 
 TARGET_SSIM = 0.773  # the Keras base recipe's test SSIM after 10 epochs at latent 64 (DESIGN.md)
 
@@ -134,7 +134,7 @@ def matmul_gflops(n: int = 2048, seconds: float = 1.5, repeats: int = 5) -> dict
 def bf16_matmul_gflops(n: int = 2048, seconds: float = 1.5, repeats: int = 5) -> float | None:
     """The machine's measured bf16 matrix-multiply rate (GFLOP/s, torch.mm, all threads, best block), or None
     where the CPU has no native bf16 (the Trainer then trains in fp32 and this ceiling does not apply)."""
-    from aelab.train import native_bf16
+    from aelab.device import native_bf16
 
     if not native_bf16(torch.device("cpu")):
         return None

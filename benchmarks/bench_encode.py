@@ -22,7 +22,7 @@ from bench_common import ceiling_share, model_flops, ratio
 from bench_tutorial import encode_with_loader
 
 from aelab.data import DataBundle
-from aelab.evaluate import encode_all
+from aelab.evaluation import encode_all
 from aelab.models import Autoencoder
 
 
@@ -66,7 +66,7 @@ def run_encoding(model: Autoencoder, bundle: DataBundle, *, threads: int, repeat
     out: dict[str, Any] = {"images": n, "model": model.hparams, "source": source, "threads": threads,
                            "encode_flops_per_image": round(flops), "contenders": {}, "notes": []}
     c = out["contenders"]
-    c["aelab"] = {"what": "aelab.evaluate.encode_all (batch norm folded, channels-last, batches of 256)",
+    c["aelab"] = {"what": "aelab.evaluation.encode_all (batch norm folded, channels-last, batches of 256)",
                   **_rates(lambda: encode_all(model, images), n, repeats)}
     c["tutorial"] = {"what": "per-sample Dataset + DataLoader (batch 256) under torch.no_grad",
                      **_rates(lambda: encode_with_loader(model, images, labels), n, max(1, repeats // 2))}

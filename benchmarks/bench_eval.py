@@ -17,8 +17,8 @@ import torch
 from bench_common import model_flops, ratio
 
 from aelab.data import DataBundle, to_float
-from aelab.evaluate import encode_all, evaluate_run, fit_pca, reconstruct_all
-from aelab.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics
+from aelab.evaluation import encode_all, evaluate_run, fit_pca, reconstruct_all
+from aelab.evaluation.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics
 from aelab.models import Autoencoder
 from aelab.runs import Run
 

@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from aelab.config import resolve
 from aelab.data import DataBundle
 from aelab.runs import Run
-from aelab.train import LoopState, Trainer
+from aelab.training import LoopState, Trainer
 
 
 def profile_training(bundle: DataBundle, *, preset: str, steps: int, threads: int, top: int,

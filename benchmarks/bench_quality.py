@@ -23,10 +23,11 @@ from bench_keras import KerasPeer, PeerError, temp_npy
 
 from aelab.config import RunConfig, dump_yaml, resolve
 from aelab.data import DataBundle, to_float
-from aelab.evaluate import reconstruct_all
+from aelab.evaluation import reconstruct_all
+from aelab.files import atomic_write_text
 from aelab.models import Autoencoder, build_model
-from aelab.runs import Run, atomic_write_text
-from aelab.train import LoopState, Trainer
+from aelab.runs import Run
+from aelab.training import LoopState, Trainer
 
 
 class CapReached(Exception):

@@ -27,7 +27,7 @@ from aelab.config import resolve
 from aelab.data import DataBundle, Split
 from aelab.models import build_model, count_parameters
 from aelab.runs import Run
-from aelab.train import LoopState, Trainer
+from aelab.training import LoopState, Trainer
 
 
 def slice_bundle(bundle: DataBundle, n_train: int, n_val: int = 256) -> DataBundle:

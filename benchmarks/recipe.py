@@ -18,10 +18,10 @@ import yaml
 
 from aelab.config import resolve
 from aelab.data import load_dataset, to_float
-from aelab.evaluate import reconstruct_all
-from aelab.metrics import reconstruction_metrics
+from aelab.evaluation import reconstruct_all
+from aelab.evaluation.metrics import reconstruction_metrics
 from aelab.runs import Run
-from aelab.train import Trainer
+from aelab.training import Trainer
 
 
 def main() -> None:

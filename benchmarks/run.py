@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from aelab.data import load_dataset
     from aelab.errors import AelabError
-    from aelab.runs import atomic_write_text, write_json
+    from aelab.files import atomic_write_text, write_json
 
     threads = args.threads or usable_cpus()
     torch.set_num_threads(threads)

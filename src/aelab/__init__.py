@@ -2,28 +2,31 @@
 
 The public Python API (imported lazily, so ``import aelab`` stays light):
 
-- ``aelab.load(RUN)`` -> a trained model with ``encode`` / ``decode`` / ``reconstruct`` (see ``aelab.api``);
-- ``aelab.AutoencoderReducer`` -> an autoencoder as a scikit-learn transformer (see ``aelab.estimator``).
+- ``aelab.load(RUN)`` -> a trained model with ``encode`` / ``decode`` / ``reconstruct`` (see ``aelab.use.api``);
+- ``aelab.AutoencoderReducer`` -> an autoencoder as a scikit-learn transformer (see ``aelab.use.estimator``).
+
+The layout, the layer rules and where each thing lives: docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-__all__ = ["AutoencoderReducer", "TrainedModel", "load"]
+from aelab._version import __version__
+
+__all__ = ["AutoencoderReducer", "TrainedModel", "__version__", "load"]
 
 if TYPE_CHECKING:
-    from aelab.api import TrainedModel, load
-    from aelab.estimator import AutoencoderReducer
+    from aelab.use.api import TrainedModel, load
+    from aelab.use.estimator import AutoencoderReducer
 
-_LAZY = {"load": "aelab.api", "TrainedModel": "aelab.api", "AutoencoderReducer": "aelab.estimator"}
+# Imported on first use: ``import aelab`` (and so the CLI's start-up) stays free of torch.
+_LAZY = {"load": "aelab.use.api", "TrainedModel": "aelab.use.api", "AutoencoderReducer": "aelab.use.estimator"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'aelab' has no attribute {name!r}")
 

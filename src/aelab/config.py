@@ -114,6 +114,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def data_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``aelab.data.load_dataset(self.dataset, **...)`` that give this run's splits."""
+        return dict(data_dir=self.data_dir, val_fraction=self.val_fraction, seed=self.seed, classes=self.classes,
+                    train_limit=self.train_limit)
+
     def model_kwargs(self) -> dict[str, Any]:
         return dict(latent=self.latent, width=self.width, activation=self.activation, dropout=self.dropout,
                     batch_norm=self.batch_norm)

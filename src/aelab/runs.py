@@ -1,4 +1,4 @@
-"""The run folder: its paths, atomic writes, checkpoints in safetensors, and loading a trained model back.
+"""The run folder: its paths, checkpoints in safetensors, and loading a trained model back.
 
 A run folder holds ``config.yaml`` (the resolved configuration), ``best.safetensors`` and
 ``last.safetensors`` (checkpoints), ``history.csv``, ``metrics.json``, ``pca.safetensors`` (the fitted PCA
@@ -8,57 +8,22 @@ baseline), ``figures/`` and ``report.html``. Everything a person sees can be reb
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from aelab.config import RunConfig, merge
 from aelab.errors import AelabError, RunError
+from aelab.files import atomic_write_bytes
 from aelab.models import Autoencoder, PCAModel, build_model
 
 FORMAT = "aelab-run-1"
-
-
-# ------------------------------------------------------------------------------------------ atomic writes
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -76,8 +41,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     data = path.read_bytes()
     try:
         tensors = st_load(data)
-        from safetensors import safe_open  # header metadata is only exposed on files
-
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
     except (SafetensorError, ValueError, OSError, RuntimeError) as err:

@@ -1,0 +1,53 @@
+"""Options shared by commands: one ``--option`` per RunConfig field, and warnings shown as one line each."""
+
+from __future__ import annotations
+
+import types
+import typing
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any
+
+import click
+
+from aelab.config import RunConfig
+
+
+def _click_type(f: Any) -> tuple[Any, bool]:
+    """(click type, is_flag) for a RunConfig field."""
+    if f.metadata.get("choices"):
+        return click.Choice(f.metadata["choices"]), False
+    hint = typing.get_type_hints(RunConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    base = args[0] if args else str
+    if base is bool:
+        return None, True
+    if base in (int, float):
+        return base, False
+    return str, False
+
+
+def config_options(func: Any) -> Any:
+    """One ``--option`` per RunConfig field; unset options stay None so they do not override a config file."""
+    defaults = RunConfig()
+    for f in reversed(fields(RunConfig)):
+        flag = f.name.replace("_", "-")
+        kind, is_flag = _click_type(f)
+        default = getattr(defaults, f.name)
+        help_text = f.metadata["help"] + ("" if default is None else f" [default: {default}]")
+        if is_flag:
+            func = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)(func)
+        else:
+            func = click.option(f"--{flag}", f.name, type=kind, default=None, help=help_text)(func)
+    return func
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show aelab's warnings (e.g. resized images) as one 'warning: ...' line each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: click.echo(f"warning: {message}", err=True)
+        yield

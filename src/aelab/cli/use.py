@@ -1,0 +1,112 @@
+"""Commands that use a trained model: encode, decode, reconstruct, export. Parse, call one function, print."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from aelab.cli.options import warnings_as_lines
+
+INPUT_HELP = ("INPUT is a data set split (fashion-mnist:test, mnist:train), an IDX images file (.gz or raw; "
+              "labels come along from the matching labels file beside it), a .npy array (n, 28, 28), "
+              "(n, 1, 28, 28) or (n, 784) of uint8 0..255 or float 0..1 (memory-mapped, read in batches), or a "
+              "folder of PNG images (grey or colour; one sub-folder per class gives labels).")
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True,
+                        help="images per batch (bounds the memory used)")(func)
+    func = click.option("--limit", type=click.IntRange(1), default=None, help="only the first N images")(func)
+    func = click.option("--quiet", "-q", is_flag=True, help="no progress bar")(func)
+    return func
+
+
+def _input_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--resize", is_flag=True,
+                        help="resize images that are not 28x28 (with a warning) instead of stopping")(func)
+    func = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                        help="folder of the data set files, for a data set split INPUT")(func)
+    return func
+
+
+@click.command(epilog=INPUT_HELP)
+@click.argument("run", type=click.Path())
+@click.argument("input", type=str)
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="codes file: .npy (names/labels in a sidecar <stem>.index.csv), .csv or .parquet")
+@_input_options
+@_common
+def encode(run: str, input: str, out: str, resize: bool, data_dir: str | None, batch_size: int,
+           limit: int | None, quiet: bool) -> None:
+    """Encode the images of INPUT with the model of RUN into a file of latent codes."""
+    from aelab.use.files import encode_to_file  # lazy: keeps 'aelab --help' free of torch
+
+    with warnings_as_lines():
+        res = encode_to_file(run, input, out, resize=resize, batch_size=batch_size, limit=limit,
+                             progress=not quiet, data_dir=data_dir)
+    click.echo(f"{res.n} codes -> {', '.join(str(p) for p in res.paths)}")
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+@click.argument("codes", type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="folder for the PNG images (must be new or empty, unless --force)")
+@click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
+@click.option("--force", is_flag=True, help="replace the folder when it already holds files")
+@_common
+def decode(run: str, codes: str, out: str, scale: int, force: bool, batch_size: int, limit: int | None,
+           quiet: bool) -> None:
+    """Decode the latent codes in CODES (.npy, .csv or .parquet, as 'aelab encode' writes) into PNG images."""
+    from aelab.use.files import decode_to_pngs  # lazy: keeps 'aelab --help' free of torch
+
+    res = decode_to_pngs(run, codes, out, batch_size=batch_size, limit=limit, progress=not quiet, force=force,
+                         scale=scale)
+    click.echo(f"{res.n} images -> {res.paths[0]}")
+
+
+@click.command(epilog=INPUT_HELP)
+@click.argument("run", type=click.Path())
+@click.argument("input", type=str)
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="folder for the pairs (must be new or empty, unless --force)")
+@click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
+@click.option("--force", is_flag=True, help="replace the folder when it already holds files")
+@_input_options
+@_common
+def reconstruct(run: str, input: str, out: str, scale: int, force: bool, resize: bool, data_dir: str | None,
+                batch_size: int, limit: int | None, quiet: bool) -> None:
+    """Write 'original | reconstruction' PNG pairs of INPUT, SSIM in each file name and in index.csv."""
+    from aelab.use.files import reconstruct_to_pngs  # lazy: keeps 'aelab --help' free of torch
+
+    with warnings_as_lines():
+        res = reconstruct_to_pngs(run, input, out, resize=resize, batch_size=batch_size, limit=limit,
+                                  progress=not quiet, data_dir=data_dir, force=force, scale=scale)
+    click.echo(f"{res.n} pairs -> {res.paths[0]} (mean SSIM {res.mean_ssim:.4f}; index {res.paths[1]})")
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="folder for encoder/decoder files [default: RUN/export]")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+def export(run: str, fmt: str, out: str | None, checkpoint: str) -> None:
+    """Export the encoder and decoder of RUN as ONNX or TorchScript files (dynamic batch axis).
+
+    \b
+    encoder: images float32 (batch, 1, 28, 28) in [0, 1] -> codes (batch, latent)
+    decoder: codes (batch, latent) -> images (batch, 1, 28, 28) in [0, 1]
+    """
+    from aelab.use.export import export_run  # lazy: keeps 'aelab --help' free of torch
+
+    res = export_run(run, fmt, out, which=checkpoint)
+    click.echo(f"encoder -> {res.encoder}\ndecoder -> {res.decoder}\ninfo    -> {res.info}")
+    if res.max_abs_diff:
+        worst = max(res.max_abs_diff.values())
+        click.echo(f"checked against PyTorch: max |difference| {worst:.2e}")
+
+
+COMMANDS = (encode, decode, reconstruct, export)

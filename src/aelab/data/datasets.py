@@ -1,0 +1,216 @@
+"""The built-in data sets, Fashion-MNIST and MNIST, from their four official IDX gzip files: discovery, splits.
+
+Discovery order (DESIGN.md): an explicit ``data_dir``, the ``AELAB_DATA_DIR`` environment variable, the user
+cache (``~/.cache/aelab``), the Debian package location ``/usr/share/datasets/fashion-mnist``, and last a
+download from the official mirrors into the user cache. Every file is checked against the official sha256 of
+its *uncompressed* content before use. The whole data set lives in memory as uint8 tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aelab.data.idx import download_file, read_idx
+from aelab.errors import DataError
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: tuple[str, ...]
+    sha256: dict[str, str]  # file stem -> sha256 of the uncompressed IDX content
+    mirrors: tuple[str, ...]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+    "mnist": DatasetInfo(
+        name="mnist",
+        classes=tuple(str(d) for d in range(10)),
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    ),
+}
+
+DEBIAN_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aelab"
+
+
+# --------------------------------------------------------------------------------------------- discovery
+def _holds_dataset(folder: Path) -> bool:
+    return all((folder / f"{stem}.gz").is_file() for stem in FILES)
+
+
+def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for ``name``, in order. Each root is tried as ``root/<name>`` and as ``root``."""
+    roots: list[Path] = []
+    if data_dir is not None:
+        roots.append(Path(data_dir))
+    if os.environ.get("AELAB_DATA_DIR"):
+        roots.append(Path(os.environ["AELAB_DATA_DIR"]))
+    roots.append(cache_dir())
+    out: list[Path] = []
+    for root in roots:
+        out += [root / name, root]
+    if name in DEBIAN_DIRS:
+        out.append(DEBIAN_DIRS[name])
+    return out
+
+
+def find_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
+                 mirrors: Sequence[str] | None = None) -> Path:
+    """The folder that holds the four files of ``name``; downloads into the cache when none does."""
+    info = dataset_info(name)
+    looked = candidate_dirs(name, data_dir)
+    for folder in looked:
+        if _holds_dataset(folder):
+            return folder
+    where = ", ".join(str(p) for p in dict.fromkeys(looked))
+    if not download:
+        raise DataError(f"{name} not found (looked in {where}); set AELAB_DATA_DIR or --data-dir to a folder "
+                        f"holding the four IDX .gz files, or allow the download")
+    target = cache_dir() / name
+    try:
+        for stem in FILES:
+            dest = target / f"{stem}.gz"
+            if not dest.is_file():
+                download_file(stem, dest, info.sha256[stem], mirrors or info.mirrors)
+    except DataError as err:
+        raise DataError(f"{name} not found (looked in {where}) and the download failed: {err}; set "
+                        f"AELAB_DATA_DIR or --data-dir to a folder holding the four IDX .gz files") from None
+    return target
+
+
+# --------------------------------------------------------------------------------------------- the data set
+@dataclass
+class Split:
+    images: torch.Tensor  # (n, 28, 28) uint8
+    labels: torch.Tensor  # (n,) int64
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class DataBundle:
+    """A data set in memory: train, validation and test splits and the class names."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    val: Split
+    test: Split
+    source: str  # the folder the files came from
+
+
+@functools.lru_cache(maxsize=4)
+def _load_raw(name: str, folder: str) -> tuple[np.ndarray, ...]:
+    info = dataset_info(name)
+    return tuple(read_idx(Path(folder) / f"{stem}.gz", info.sha256[stem]) for stem in FILES)
+
+
+def load_raw(name: str, data_dir: str | os.PathLike | None = None, download: bool = True
+             ) -> tuple[tuple[np.ndarray, ...], Path]:
+    """(train_x, train_y, test_x, test_y) as verified uint8 arrays, and the folder they came from."""
+    folder = find_dataset(name, data_dir, download=download)
+    arrays = _load_raw(name, str(folder.resolve()))
+    if arrays[0].shape[0] != arrays[1].shape[0] or arrays[2].shape[0] != arrays[3].shape[0]:
+        raise DataError(f"{folder}: image and label counts differ; replace the files with the official ones")
+    return arrays, folder
+
+
+def resolve_classes(classes: Sequence[str | int] | None, names: Sequence[str]) -> list[int] | None:
+    """Class names or indices -> sorted indices; ``None`` keeps every class."""
+    if not classes:
+        return None
+    lowered = {n.lower(): i for i, n in enumerate(names)}
+    out: set[int] = set()
+    for c in classes:
+        key = str(c).strip()
+        if key.lower() in lowered:
+            out.add(lowered[key.lower()])
+        elif key.lstrip("-").isdigit() and 0 <= int(key) < len(names):
+            out.add(int(key))
+        else:
+            raise DataError(f"unknown class {c!r}; use a name ({', '.join(names)}) or an index 0-{len(names) - 1}")
+    return sorted(out)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) index arrays carved from ``n`` training images."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"validation fraction {val_fraction} is outside [0, 1); use e.g. --val-fraction 0.1")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | None = None,
+                 val_fraction: float = 0.1, seed: int = 0, classes: Sequence[str | int] | None = None,
+                 train_limit: int | None = None, test_limit: int | None = None,
+                 download: bool = True) -> DataBundle:
+    """Load, verify and split a data set. ``train_limit``/``test_limit`` take a seeded slice (for quick runs)."""
+    info = dataset_info(name)
+    (train_x, train_y, test_x, test_y), folder = load_raw(name, data_dir, download)
+    keep = resolve_classes(classes, info.classes)
+    if keep is not None:
+        m = np.isin(train_y, keep)
+        train_x, train_y = train_x[m], train_y[m]
+        m = np.isin(test_y, keep)
+        test_x, test_y = test_x[m], test_y[m]
+    tr, va = split_indices(len(train_y), val_fraction, seed)
+    if train_limit is not None:
+        tr = tr[np.sort(np.random.default_rng(seed + 1).permutation(len(tr))[:train_limit])]
+        va = va[: max(1, int(round(train_limit * val_fraction)))] if len(va) else va
+    test_idx = np.arange(len(test_y))
+    if test_limit is not None:
+        test_idx = np.sort(np.random.default_rng(seed + 2).permutation(len(test_y))[:test_limit])
+
+    def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
+        return Split(torch.from_numpy(np.ascontiguousarray(x[idx])),
+                     torch.from_numpy(y[idx].astype(np.int64)))
+
+    return DataBundle(name=name, classes=info.classes, train=split(train_x, train_y, tr),
+                      val=split(train_x, train_y, va), test=split(test_x, test_y, test_idx), source=str(folder))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (n, 28, 28) -> float32 (n, 1, 28, 28) in [0, 1]."""
+    return images.unsqueeze(1).to(torch.float32).div_(255.0)

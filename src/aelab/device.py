@@ -1,0 +1,77 @@
+"""Where and how torch computes: the device, the training precision, CPU cores and thread limits."""
+
+from __future__ import annotations
+
+import os
+import platform
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from aelab.errors import RunError
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> CUDA, then MPS, then the CPU; an explicit name is checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 arithmetic runs at full speed: a CUDA GPU with bf16 units (Ampere and later), an x86 CPU
+    with AVX512-BF16 or AMX, or an ARM CPU whose oneDNN build reports bf16. (oneDNN's own x86 check accepts any
+    AVX-512 CPU and would emulate bf16 on Skylake to Ice Lake, slower than fp32.)"""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type != "cpu":
+        return False
+    try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def select_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> bf16 where the hardware has it natively, else fp32; an explicit choice is kept."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name == "bf16" and not native_bf16(device):
+        warnings.warn(f"--precision bf16 on {device.type} without native bf16 support is emulated and slow; "
+                      f"--precision fp32 is faster here", stacklevel=2)
+    return name
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask on Linux, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def thread_limits(n: int | None) -> Iterator[None]:
+    """Use ``n`` threads in torch, BLAS and OpenMP pools inside the block (``None``: leave them as they are)."""
+    if not n:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,134 @@
+"""A run folder -> metrics.json: test-set reconstruction metrics and latent quality, beside PCA.
+
+The PCA baseline has the run's latent size and is fitted on the run's own training split; it is stored in
+``pca.safetensors`` so that reports and comparisons reuse it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from aelab.data import DataBundle, load_dataset, to_float
+from aelab.evaluation.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics, summarize
+from aelab.evaluation.passes import encode_all, encode_reconstruct_all, fit_pca
+from aelab.files import write_json
+from aelab.models import Autoencoder, PCAModel, count_parameters
+from aelab.runs import Run, load_checkpoint
+
+METRICS_FORMAT = "aelab-metrics-1"
+SSIM_DEFINITION = ("SSIM: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data range 1, valid region, "
+                   "mean over images; SSIM-7: 7x7 uniform window, sample covariance")
+COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("ssim7", "SSIM-7", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"),
+           ("mse", "MSE", "{:.5f}"), ("bce", "BCE", "{:.4f}"), ("knn5", "kNN-5 acc", "{:.4f}"),
+           ("trustworthiness", "trust.", "{:.4f}"))
+
+
+def _latent_quality(train_codes: np.ndarray, test_codes: np.ndarray, bundle: DataBundle, seed: int
+                    ) -> dict[str, float]:
+    test_pixels = bundle.test.images.reshape(len(bundle.test), -1).numpy().astype(np.float32) / 255.0
+    return {"knn5": knn_accuracy(train_codes, bundle.train.labels.numpy(), test_codes, bundle.test.labels.numpy()),
+            "trustworthiness": latent_trustworthiness(test_pixels, test_codes, seed=seed)}
+
+
+@dataclass
+class TestPasses:
+    """The test split as evaluation saw it, for the report to reuse instead of a second pass over the data."""
+
+    codes: np.ndarray      # (n, latent) float32, the autoencoder's codes
+    recon: np.ndarray      # (n, 28, 28) float32 in [0, 1], the autoencoder's reconstructions
+    pca_recon: np.ndarray  # (n, 28, 28) float32 in [0, 1], PCA's reconstructions
+    ssim: np.ndarray       # (n,) per-image SSIM (headline definition) of ``recon``
+    ssim_pca: np.ndarray   # (n,) the same for ``pca_recon``
+    pca: PCAModel
+
+
+def evaluate_test(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: int = 0
+                  ) -> tuple[dict[str, Any], TestPasses]:
+    """Test-set metrics of ``model`` and of ``pca``, overall and per class, and their latent quality; with the
+    per-image results they were computed from."""
+    target = to_float(bundle.test.images)
+    labels = bundle.test.labels.numpy()
+    out: dict[str, Any] = {}
+    per_image: dict[str, dict[str, np.ndarray]] = {}
+    recons: dict[str, torch.Tensor] = {}
+    test_codes_ae, recons["autoencoder"] = encode_reconstruct_all(model, bundle.test.images)
+    recons["pca"] = pca.reconstruct(bundle.test.images)
+    for name, train_codes, test_codes in (
+        ("autoencoder", encode_all(model, bundle.train.images), test_codes_ae),
+        ("pca", pca.encode(bundle.train.images), pca.encode(bundle.test.images)),
+    ):
+        per_image[name] = reconstruction_metrics(recons[name], target)
+        summary = summarize(per_image[name], labels, bundle.classes)
+        summary["overall"].update(_latent_quality(train_codes.numpy(), test_codes.numpy(), bundle, seed))
+        out[name] = summary
+    n = len(bundle.test)
+    passes = TestPasses(codes=test_codes_ae.numpy(), recon=recons["autoencoder"].numpy().reshape(n, 28, 28),
+                        pca_recon=recons["pca"].numpy().reshape(n, 28, 28), ssim=per_image["autoencoder"]["ssim"],
+                        ssim_pca=per_image["pca"]["ssim"], pca=pca)
+    return out, passes
+
+
+def evaluate_model(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: int = 0) -> dict[str, Any]:
+    """Test-set metrics of ``model`` and of ``pca``, overall and per class, and their latent quality."""
+    return evaluate_test(model, bundle, pca, seed)[0]
+
+
+def evaluate_run(run: Run, bundle: DataBundle | None = None, model: Autoencoder | None = None) -> dict[str, Any]:
+    """Evaluate a trained run on its test split and write ``metrics.json``; returns the metrics."""
+    return evaluate_run_passes(run, bundle, model)[0]
+
+
+def evaluate_run_passes(run: Run, bundle: DataBundle | None = None, model: Autoencoder | None = None
+                        ) -> tuple[dict[str, Any], TestPasses]:
+    """``evaluate_run``, also returning the per-image test passes (the report reuses them)."""
+    cfg = run.config()
+    model = model if model is not None else run.load_model("best")
+    bundle = bundle or load_dataset(cfg.dataset, **cfg.data_kwargs())
+    t0 = time.perf_counter()
+    pca = run.load_pca()
+    if pca is None or pca.latent != cfg.latent:
+        pca = fit_pca(bundle, cfg.latent)
+        run.save_pca(pca)
+    results, passes = evaluate_test(model, bundle, pca, seed=cfg.seed)
+    training = _training_summary(run)
+    metrics = {
+        "format": METRICS_FORMAT,
+        "run": {"name": run.path.name, "dataset": cfg.dataset, "model": cfg.model, "latent": cfg.latent,
+                "loss": cfg.loss, "parameters": count_parameters(model), **training},
+        "split": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
+                  "classes": [bundle.classes[int(c)] for c in np.unique(bundle.test.labels.numpy())],
+                  "source": bundle.source},
+        "ssim_definition": SSIM_DEFINITION,
+        **results,
+        "eval_seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(run.metrics, metrics)
+    return metrics, passes
+
+
+def _training_summary(run: Run) -> dict[str, Any]:
+    """Epochs, best epoch, stop reason and training seconds from the last checkpoint, if any."""
+    if not run.last.is_file():
+        return {}
+    _, meta = load_checkpoint(run.last)
+    loop = meta.get("loop", {})
+    return {"epochs": loop.get("epoch"), "best_epoch": loop.get("best_epoch"), "stopped": loop.get("stopped"),
+            "train_seconds": round(float(loop.get("elapsed", 0.0)), 1), "precision": meta.get("precision")}
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The overall metrics, autoencoder beside PCA, and SSIM per class, as plain text."""
+    ae, pca = metrics["autoencoder"], metrics["pca"]
+    lines = [f"{'':<14}{'autoencoder':>13}{'PCA':>10}"]
+    for key, label, fmt in COLUMNS:
+        lines.append(f"{label:<14}{fmt.format(ae['overall'][key]):>13}{fmt.format(pca['overall'][key]):>10}")
+    lines.append("")
+    lines.append(f"{'SSIM per class':<14}{'autoencoder':>13}{'PCA':>10}")
+    for cls, row in ae["per_class"].items():
+        lines.append(f"{cls:<14}{row['ssim']:>13.4f}{pca['per_class'][cls]['ssim']:>10.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Experiments: training jobs, hyperparameter tuning and the study that compares architectures."""

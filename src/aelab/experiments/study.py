@@ -1,0 +1,286 @@
+"""The study the published Fashion-MNIST autoencoder projects ran, as one resumable command: ``aelab study``.
+
+1. base (``conv``) vs modified (``conv-modified``) vs tuned (``aelab tune`` on the modified recipe), at
+   latent 64 and 128, on Fashion-MNIST;
+2. a latent sweep 2, 8, 16, 32, 64, 128, 256 of the modified model, against PCA of the same size;
+3. the dense model with a 2-D latent space on MNIST.
+
+Every run is a run folder under ``runs``; a rerun skips finished runs, resumes interrupted ones and continues
+the tuning studies. The tables (Markdown, CSV, HTML), the SSIM-vs-latent plots and README.md go to ``out``.
+``--quick`` shrinks every budget (see ``QUICK``) so that the whole study finishes in under 30 minutes on two
+CPU cores; its numbers show the pipeline and the trends, not the quality a full run reaches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aelab.config import RunConfig, merge, preset
+from aelab.device import cores
+from aelab.errors import ConfigError
+from aelab.experiments.jobs import ensure_run
+from aelab.experiments.tune import TuneSettings, load_space, tune
+from aelab.files import atomic_write_bytes, atomic_write_text, write_json
+from aelab.report.compare import SSIM_NOTE, markdown_table, run_row, write_comparison
+
+COMPARE_LATENTS = (64, 128)
+SWEEP_LATENTS = (2, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much each part of the study trains. ``None`` keeps the recipe's own value (full data, its epochs)."""
+
+    name: str
+    train_limit: int | None      # training images of every run (a seeded sample)
+    epochs: int | None           # epochs of the base, modified, sweep and tuned runs
+    dense_epochs: int | None     # epochs of the MNIST dense 2-D run
+    tune_trials: int             # finished trials per tuning study (one study per latent of part 1)
+    tune_epochs: int             # epochs per trial
+    tune_train_limit: int | None  # training images per trial
+    sampler: str
+    report: bool                 # write each run's figures and report.html
+
+    def describe(self) -> str:
+        data = f"{self.train_limit:,} training images (a seeded sample; 10% more held out for validation)" \
+            if self.train_limit else "the full training split (54,000 images; 6,000 held out for validation)"
+        epochs = f"{self.epochs} epochs" if self.epochs else "each recipe's own epochs (10 base, 12 modified)"
+        dense = f"{self.dense_epochs} epochs" if self.dense_epochs else "20 epochs"
+        trials = (f"{self.tune_trials} trials per latent, {self.tune_epochs} epoch(s) each on "
+                  f"{f'{self.tune_train_limit:,}' if self.tune_train_limit else 'all'} training images, "
+                  f"{self.sampler} sampler, median pruner, objective validation SSIM; trial 0 is the modified "
+                  f"recipe itself, the others search the default space (activation, width, optimizer, lr, "
+                  f"dropout, batch norm); the best trial is retrained with the budget above")
+        return (f"- every run: {data}, {epochs}; the MNIST dense run: {dense}\n"
+                f"- tuning: {trials}\n"
+                f"- evaluation: always the full 10,000-image test split; PCA fitted on the run's own training "
+                f"images\n- per-run HTML reports: {'on' if self.report else 'off'}")
+
+
+QUICK = Budget("quick", train_limit=6000, epochs=3, dense_epochs=5, tune_trials=5, tune_epochs=2,
+               tune_train_limit=3000, sampler="random", report=False)
+FULL = Budget("full", train_limit=None, epochs=None, dense_epochs=None, tune_trials=30, tune_epochs=3,
+              tune_train_limit=20000, sampler="tpe", report=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of the study: a folder name, its configuration, and whether it is the tuned model."""
+
+    name: str
+    cfg: RunConfig
+    series: str
+    tuned: bool = False
+
+
+def recipe(name: str, budget: Budget, threads: int | None, **overrides: Any) -> RunConfig:
+    cfg = merge(RunConfig(), preset(name), f"preset {name}")
+    limits: dict[str, Any] = {"train_limit": budget.train_limit, "report": budget.report, "threads": threads,
+                              **overrides}
+    return merge(cfg, limits, "the study budget").validate()
+
+
+def plan(budget: Budget, threads: int | None = None, compare_latents: tuple[int, ...] = COMPARE_LATENTS,
+         sweep_latents: tuple[int, ...] = SWEEP_LATENTS) -> dict[str, list[Step]]:
+    """The study's runs by part (a run shared by two parts appears in both, and is trained once)."""
+    ep = {"epochs": budget.epochs} if budget.epochs else {}
+    dense_ep = {"epochs": budget.dense_epochs} if budget.dense_epochs else {}
+
+    def modified(latent: int) -> Step:
+        return Step(f"fmnist-modified-{latent}", recipe("default", budget, threads, latent=latent, **ep),
+                    "modified (conv-modified)")
+
+    part1: list[Step] = []
+    for latent in compare_latents:
+        part1.append(Step(f"fmnist-base-{latent}", recipe("seed-64", budget, threads, latent=latent, **ep),
+                          "base (conv)"))
+        part1.append(modified(latent))
+        part1.append(Step(f"tune-{latent}", recipe("default", budget, threads, latent=latent, **ep),
+                          "tuned (conv-modified)", tuned=True))
+    part2 = [dataclasses.replace(modified(latent), series="conv-modified") for latent in sweep_latents]
+    part3 = [Step("mnist-dense-2", recipe("mnist-dense-2d", budget, threads, **dense_ep), "dense (MNIST)")]
+    return {"compare": part1, "sweep": part2, "dense": part3}
+
+
+PART_TITLES = {
+    "compare": "1. Base vs modified vs tuned (Fashion-MNIST)",
+    "sweep": "2. Latent sweep of the modified model against PCA (Fashion-MNIST)",
+    "dense": "3. Dense model, 2-D latent space (MNIST)",
+}
+
+
+# ------------------------------------------------------------------------------------------ running it
+def _tune_step(step: Step, budget: Budget, runs: Path, jobs: int, progress: bool) -> tuple[Path, dict[str, Any]]:
+    settings = TuneSettings(base=step.cfg, space=load_space(None, step.cfg), out=runs / step.name,
+                            study=f"study-{step.name}", trials=budget.tune_trials, sampler=budget.sampler,
+                            sampler_seed=step.cfg.latent,
+                            pruner="median", objective="ssim", jobs=jobs, trial_epochs=budget.tune_epochs,
+                            trial_train_limit=budget.tune_train_limit, progress=progress)
+    summary = tune(settings)
+    return Path(summary["retrained"]["run"]), summary
+
+
+def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = FULL, jobs: int = 1,
+              threads: int | None = None, progress: bool = True, command: str = "",
+              parts: dict[str, list[Step]] | None = None,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
+    """Run every step not yet finished, then write the tables, plots and README into ``out``."""
+
+    out = Path(out)
+    runs = Path(runs) if runs else out / "runs"
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: use at least 1")
+    parts = parts or plan(budget, threads)
+    steps = list({s.name: s for steps in parts.values() for s in steps}.values())
+    t0 = time.perf_counter()
+    folders: dict[str, Path] = {}
+    done: dict[str, str] = {}
+    tuning: dict[str, Any] = {}
+    seconds, loads, worked = _previous_steps(out / "study.json", budget)
+    for i, step in enumerate(steps, 1):
+        t = time.perf_counter()
+        log(f"[{i}/{len(steps)}] {step.name}: {'tuning' if step.tuned else 'training'} ...")
+        if step.tuned:
+            folders[step.name], tuning[step.name] = _tune_step(step, budget, runs, jobs, progress)
+            fresh = tuning[step.name]["new_trials"] or tuning[step.name]["retrained"]["how"] != "skipped"
+            how = "tuned" if fresh else "skipped"
+        else:
+            run, _, how = ensure_run(step.cfg, runs / step.name, progress=progress)
+            folders[step.name] = run.path
+        done[step.name] = how
+        if how != "skipped":  # a skipped run keeps the time (and load) the invocation that made it recorded
+            seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - t, 1)
+            loads[step.name] = (_load_average() or [float("nan")])[0]
+            worked[step.name] = how
+        row = run_row(folders[step.name])
+        log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
+            f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
+    wall = time.perf_counter() - t0
+    for name in tuning:  # each tuning study's trials table and history plot beside the study's tables
+        study_dir = runs / name
+        atomic_write_text(out / f"{name}-trials.md", (study_dir / "trials.md").read_text())
+        history = study_dir / "figures" / "history.png"
+        if history.is_file():
+            atomic_write_bytes(out / f"{name}-history.png", history.read_bytes())
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for part, part_steps in parts.items():
+        rows = []
+        for s in part_steps:
+            row = run_row(folders[s.name])
+            row.update(series=s.series, name=s.name if not s.tuned else f"{s.name} (trial "
+                       f"{tuning[s.name]['best']['trial']})")
+            rows.append(row)
+        tables[part] = rows
+        write_comparison(rows, out, title=PART_TITLES[part], stem=part)
+    result = {"budget": dataclasses.asdict(budget), "command": command, "runs": str(runs), "steps": done,
+              "wall_seconds": round(wall, 1), "step_seconds": seconds, "step_load": loads,
+              "step_done": worked,
+              "total_seconds": round(sum(seconds.get(s.name, 0.0) for s in steps), 1),
+              "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
+              "machine": machine()}
+    write_json(out / "study.json", result)
+    atomic_write_text(out / "README.md", readme(tables, result, budget))
+    return result
+
+
+def _previous_steps(record: Path, budget: Budget) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Seconds each step took, the load average after it and what was done, as recorded by earlier invocations
+    of the same study (so a resumed study reports its total)."""
+    try:
+        old = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}, {}, {}
+    if old.get("budget") != dataclasses.asdict(budget):
+        return {}, {}, {}
+    return ({k: float(v) for k, v in old.get("step_seconds", {}).items()},
+            {k: float(v) for k, v in old.get("step_load", {}).items()},
+            {k: str(v) for k, v in old.get("step_done", {}).items()})
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    return {"cpu": cpu, "cores": cores(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
+def _done(step: str, latest: str, result: dict[str, Any]) -> str:
+    """What was done to a step by the invocation that worked on it."""
+    if step in result["step_done"]:
+        return result["step_done"][step]
+    return "worked on earlier" if latest == "skipped" and step in result["step_seconds"] else latest
+
+
+def _load_note(loads: dict[str, float], cores: int) -> str:
+    values = [v for v in loads.values() if v == v]
+    if not values:
+        return ""
+    return (f"The machine's 1-minute load average, sampled after each step, was {min(values):.1f} to "
+            f"{max(values):.1f} (mean {sum(values) / len(values):.1f}) on {cores} cores: above {cores}, other "
+            f"work shared the cores and the times are longer than on an idle machine.")
+
+
+def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: Budget) -> str:
+    m = result["machine"]
+    fresh = [k for k, v in result["steps"].items() if v != "skipped"]
+    lines = [
+        f"# aelab study ({budget.name})", "",
+        "The study published Fashion-MNIST autoencoder projects ran, reproduced with one command:", "",
+        "```", result["command"] or "aelab study", "```", "",
+        f"## What this run did ({budget.name} budget)", "", budget.describe(), "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
+        f"Python {m['python']}.", "",
+        f"Time: {result['total_seconds'] / 60:.1f} minutes for all {len(result['steps'])} steps (summed over the "
+        f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
+        f"and worked on {len(fresh)} of them. {_load_note(result['step_load'], m['cores'])}", "",
+        "| step | done | seconds | load average after it |", "|---|---|---:|---:|",
+        *[f"| {k} | {_done(k, v, result)} | {result['step_seconds'].get(k, float('nan')):.0f} | "
+          f"{result['step_load'].get(k, float('nan')):.2f} |" for k, v in result["steps"].items()],
+        "",
+    ]
+    if budget.name == "quick":
+        lines += ["These are *quick* numbers: small training sets and few epochs, so every autoencoder is far "
+                  "below what it reaches with the full budget (`aelab study` without `--quick`). They show "
+                  "the pipeline and the trends, not the models' quality.", ""]
+    for part, rows in tables.items():
+        lines += [f"## {PART_TITLES[part]}", "", markdown_table(rows),
+                  f"Files: [{part}.md]({part}.md), [{part}.csv]({part}.csv), [{part}.html]({part}.html)", ""]
+        if part == "sweep":
+            lines += [f"![SSIM against latent size]({part}-ssim-vs-latent.png)", ""]
+        if part == "compare" and result["tuning"]:
+            lines += ["Tuned configurations (best trial of each study):", ""]
+            for name, t in result["tuning"].items():
+                params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in t["best"]["params"].items())
+                lines.append(f"- {name}: trial {t['best']['trial']} (validation SSIM {t['best']['value']:.4f}; "
+                             f"{t['trials']['complete']} complete, {t['trials']['pruned']} pruned, "
+                             f"{t['trials']['fail']} failed): {params}. All trials: [{name}-trials.md]"
+                             f"({name}-trials.md), history: [{name}-history.png]({name}-history.png)")
+            lines.append("")
+    lines += ["## Definitions", "", SSIM_NOTE, ""]
+    return "\n".join(lines)

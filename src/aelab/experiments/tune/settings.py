@@ -1,0 +1,93 @@
+"""What one ``aelab tune`` invocation needs: the study's settings, and each trial's configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aelab.config import RunConfig, merge
+from aelab.device import cores
+from aelab.errors import ConfigError
+from aelab.experiments.tune.space import SearchSpace
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+OBJECTIVES = ("ssim", "loss")
+
+
+@dataclass
+class TuneSettings:
+    """Everything one ``aelab tune`` invocation needs; picklable, so worker processes get a copy."""
+
+    base: RunConfig                  # the full-budget configuration: what the best model is retrained with
+    space: SearchSpace
+    out: Path
+    study: str
+    storage: str | None = None       # None: sqlite:///<out>/study.db
+    trials: int = 20                 # finished trials the study should hold in all
+    sampler: str = "tpe"
+    pruner: str = "median"
+    objective: str = "ssim"
+    jobs: int = 1
+    sampler_seed: int = 0
+    trial_epochs: int | None = None  # None: the base configuration's epochs
+    trial_train_limit: int | None = None
+    timeout_minutes: float | None = None
+    retrain: bool = True
+    keep_checkpoints: bool = False
+    heartbeat: int = 15              # seconds between a running trial's heartbeats
+    start_from_base: bool = True     # trial 0 of a new study: the base configuration's own values
+    progress: bool = True
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.objective == "ssim" else "minimize"
+
+    @property
+    def objective_label(self) -> str:
+        return "validation SSIM" if self.objective == "ssim" else "validation loss"
+
+    def trial_config(self, params: dict[str, Any], number: int | None = None) -> RunConfig:
+        """The configuration one trial trains: base, the trial budget, then the sampled options."""
+        budget: dict[str, Any] = {"report": False, "name": None if number is None else f"trial-{number:04d}"}
+        if self.trial_epochs is not None:
+            budget["epochs"] = self.trial_epochs
+        if self.trial_train_limit is not None:
+            budget["train_limit"] = self.trial_train_limit
+        if self.base.threads is None:
+            budget["threads"] = max(1, cores() // self.jobs)
+        cfg = merge(self.base, budget, "the trial budget")
+        return merge(cfg, params, "the search space").validate()
+
+    def best_config(self, params: dict[str, Any]) -> RunConfig:
+        """The full-budget configuration with a trial's options: what ``best.yaml`` holds."""
+        return merge(dataclasses.replace(self.base, name=None), params, "the best trial").validate()
+
+    def validate(self) -> TuneSettings:
+        checks = [
+            (self.trials >= 1, f"--trials {self.trials}: use at least 1"),
+            (self.jobs >= 1, f"--jobs {self.jobs}: use at least 1"),
+            (self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}"),
+            (self.pruner in PRUNERS, f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}"),
+            (self.objective in OBJECTIVES,
+             f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}"),
+            (self.trial_epochs is None or self.trial_epochs >= 1, "--trial-epochs: use at least 1"),
+            (self.trial_train_limit is None or self.trial_train_limit >= 1, "--trial-train-limit: use at least 1"),
+            (self.timeout_minutes is None or self.timeout_minutes > 0, "--timeout: use a number of minutes > 0"),
+            (self.heartbeat >= 1, "--heartbeat: use at least 1 second"),
+            (self.base.val_fraction > 0, "tuning scores trials on the validation split; use --val-fraction > 0"),
+            (bool(self.study.strip()), "--study: give the study a name"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.base.validate()
+        # Every option the space does not set must make a valid trial on its own.
+        self.trial_config({})
+        return self

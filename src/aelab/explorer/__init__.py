@@ -1,0 +1,1 @@
+"""The latent explorer: a local web app to walk through what a trained model learned (``aelab explore RUN``)."""

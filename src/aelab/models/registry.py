@@ -1,0 +1,77 @@
+"""The model registry and the one interface every autoencoder has (``encode``, ``decode``, ``forward``).
+
+Every model takes images as float tensors (n, 1, 28, 28) in [0, 1] and offers ``encode(x) -> z``,
+``decode(z) -> logits`` and ``forward(x) -> logits``; ``torch.sigmoid(logits)`` gives pixels.
+``build_model(name, latent, **hparams)`` makes a registered one (timm's ``create_model`` pattern);
+``model.hparams`` rebuilds it from a checkpoint. A new family is one file that calls ``@register``, imported
+by ``aelab/models/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from aelab.errors import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True),
+    "elu": lambda: nn.ELU(inplace=True),
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+}
+LATENT_RANGE = (1, 1024)
+
+
+class Autoencoder(nn.Module):
+    """An encoder and a decoder; ``hparams`` holds what ``build_model`` needs to make it again."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, hparams: dict[str, Any]):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.hparams = dict(hparams)
+
+    @property
+    def latent(self) -> int:
+        return int(self.hparams["latent"])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+
+MODELS: dict[str, Callable[..., Autoencoder]] = {}
+MODEL_HELP: dict[str, str] = {}
+
+
+def register(name: str, help: str) -> Callable[[Callable[..., Autoencoder]], Callable[..., Autoencoder]]:
+    def deco(fn: Callable[..., Autoencoder]) -> Callable[..., Autoencoder]:
+        MODELS[name] = fn
+        MODEL_HELP[name] = help
+        return fn
+    return deco
+
+
+def build_model(name: str, latent: int, **kwargs: Any) -> Autoencoder:
+    """Make the registered model ``name``; unknown names and bad values raise ``ConfigError``."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} (or pca for the baseline)")
+    if not isinstance(latent, int) or not LATENT_RANGE[0] <= latent <= LATENT_RANGE[1]:
+        raise ConfigError(f"latent size {latent} is out of range; use --latent between {LATENT_RANGE[0]} and "
+                          f"{LATENT_RANGE[1]}")
+    act = kwargs.get("activation", "relu")
+    if act not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {act!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return MODELS[name](latent=latent, **kwargs)

@@ -1,0 +1,263 @@
+"""The training loop: batches sliced from in-memory tensors, early stopping, checkpoints, exact resume.
+
+``Trainer(cfg, run).fit()`` trains a run folder. Every epoch writes ``last.safetensors`` (model, optimizer,
+schedule, RNG and loop state) and, when the validation loss improves, ``best.safetensors``. Ctrl-C finishes
+the current batch, writes a resumable checkpoint and stops; ``Trainer(..., resume=True)`` continues from it
+to the same weights the uninterrupted run would have reached.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from aelab.config import RunConfig
+from aelab.data import DataBundle, load_dataset, to_float
+from aelab.device import select_device, select_precision
+from aelab.errors import Interrupted, RunError, TrainingDiverged
+from aelab.files import atomic_write_text
+from aelab.models import Autoencoder, build_model, inference_batch, inference_copy
+from aelab.runs import Run, load_checkpoint, save_checkpoint
+from aelab.training.losses import make_loss
+from aelab.training.optim import make_optimizer, make_scheduler
+from aelab.training.state import flatten_state, unflatten_state
+
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s", "best")
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0              # completed epochs
+    batch: int = 0              # batches done in the current (incomplete) epoch
+    step: int = 0               # optimizer steps in all
+    loss_sum: float = 0.0       # running sum of the current epoch's batch losses (weighted by images)
+    seen: int = 0               # images seen in the current epoch
+    epoch_seconds: float = 0.0  # seconds spent in the current epoch so far
+    elapsed: float = 0.0        # training seconds in all
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: str | None = None  # why the run ended: completed, early-stopping, time-budget
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train ``cfg`` into the run folder ``run``; ``resume=True`` continues from ``run.last``."""
+
+    def __init__(self, cfg: RunConfig, run: Run, bundle: DataBundle | None = None, resume: bool = False,
+                 progress: bool = True, on_epoch_end: Callable[[LoopState], None] | None = None):
+        self.cfg, self.run, self.progress, self.on_epoch_end = cfg, run, progress, on_epoch_end
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = select_device(cfg.device)
+        self.bundle = bundle or load_dataset(cfg.dataset, **cfg.data_kwargs())
+        torch.manual_seed(cfg.seed)
+        self.model: Autoencoder = build_model(cfg.model, **cfg.model_kwargs()).to(self.device)
+        # Channels-last runs the convolutions ~3x faster on CPU (conv-modified, 2 cores: 915 vs 319 img/s side by
+        # side). Known cost: channels-last BatchNorm2d in fp32 normalises with ~1e-4 relative error, so the
+        # gradients of a deep batch-norm model drift from the NCHW ones by percents (tests/test_fastpath.py,
+        # strict xfail); training reaches the same quality (benchmarks/results/recipe.jsonl).
+        self.channels_last = cfg.model != "dense"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = make_loss(cfg)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        # bf16 autocast for the forward pass (weights, optimizer and loss stay fp32): on CUDA, and on CPUs with
+        # native bf16, where it trains the base model 2x faster than fp32 at the same quality (benchmarks/README.md).
+        self.precision = select_precision(cfg.precision, self.device)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.opt = make_optimizer(cfg, self.model)
+        n = len(self.bundle.train)
+        if n == 0:
+            raise RunError("the training split is empty; use more classes or a smaller --val-fraction")
+        self.steps_per_epoch = math.ceil(n / cfg.batch_size)
+        if n % cfg.batch_size == 1 and self.steps_per_epoch > 1:
+            self.steps_per_epoch -= 1  # fold a one-image last batch into the one before (batch norm needs 2)
+        self.sched = make_scheduler(cfg, self.opt, self.steps_per_epoch * cfg.epochs)
+        self.state = LoopState()
+        self.train_x = self.bundle.train.images.to(self.device)
+        self.val_x = self.bundle.val.images.to(self.device)
+        self._stop_requested = False
+        if resume:
+            self._restore()
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def _save(self, path: Any, full: bool) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        meta: dict[str, Any] = {"hparams": self.model.hparams, "epoch": self.state.epoch,
+                                "precision": self.precision}
+        if full:
+            meta["optimizer"] = flatten_state(self.opt.state_dict(), "optim", tensors)
+            meta["scheduler"] = flatten_state(self.sched.state_dict(), "sched", tensors)
+            tensors["rng.cpu"] = torch.get_rng_state()
+            if self.device.type == "cuda":
+                tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+            meta["loop"] = asdict(self.state)
+        save_checkpoint(path, tensors, meta)
+
+    def _restore(self) -> None:
+        tensors, meta = load_checkpoint(self.run.last)
+        if "loop" not in meta:
+            raise RunError(f"{self.run.last} holds no training state; it cannot be resumed, start a new run")
+        if meta.get("hparams") != self.model.hparams:
+            raise RunError(f"{self.run.last} is from another architecture than {self.run.config_file}; "
+                           f"start a new run with --out")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.opt.load_state_dict(unflatten_state(meta["optimizer"], tensors))
+        # Checkpoints store contiguous tensors; give each optimizer state the memory layout of its parameter
+        # (channels-last): the fused optimizers pair parameters and states element by element in memory order.
+        for param, state in self.opt.state.items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+        self.sched.load_state_dict(unflatten_state(meta["scheduler"], tensors))
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.state = LoopState(**meta["loop"])
+        stored = meta.get("precision")
+        if stored and stored != self.precision:
+            warnings.warn(f"{self.run.last} was trained in {stored} and continues in {self.precision} (--precision "
+                          f"{self.cfg.precision}); pass --precision {stored} for an exact continuation", stacklevel=2)
+
+    def write_history(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+        w.writeheader()
+        w.writerows(self.state.history)
+        atomic_write_text(self.run.history, buf.getvalue())
+
+    # -------------------------------------------------------------------------------- the loop
+    def _batch(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_float(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def validation_loss(self) -> float:
+        """Mean loss on the validation split, in fp32 on the inference copy (batch norm folded), whatever the
+        training precision: it picks the best checkpoint and drives early stopping."""
+        if len(self.val_x) == 0:
+            return float("nan")
+        fast = inference_copy(self.model)
+        total = 0.0
+        with torch.inference_mode():
+            batch = inference_batch(self.device)
+            for i in range(0, len(self.val_x), batch):
+                x = self._batch(self.val_x[i:i + batch])
+                total += float(self.loss_fn(fast(x).float(), x)) * len(x)
+        return total / len(self.val_x)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.train_x), generator=g).to(self.device)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def fit(self) -> LoopState:
+        """Train until the planned epochs, early stopping or the time budget; returns the final loop state."""
+        st, cfg = self.state, self.cfg
+        if st.stopped:
+            raise RunError(f"run {self.run.path} already finished ({st.stopped}); start a new run to train more")
+        # Ctrl-C finishes the batch and checkpoints; only the main thread may install a signal handler.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        try:
+            while st.epoch < cfg.epochs and not st.stopped:
+                if cfg.max_minutes and st.batch == 0 and st.history:
+                    last = st.history[-1]["seconds"]
+                    if st.elapsed + last > cfg.max_minutes * 60:
+                        st.stopped = "time-budget"
+                        break
+                self._epoch()
+                if self._stop_requested:
+                    break
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        if self._stop_requested and not st.stopped:
+            self._save(self.run.last, full=True)
+            self.write_history()
+            raise Interrupted(f"interrupted at epoch {st.epoch + 1}, batch {st.batch}; resume with "
+                              f"'aelab train --resume {self.run.path}'")
+        st.stopped = st.stopped or "completed"
+        self._save(self.run.last, full=True)
+        if not self.run.best.is_file():  # no validation split: the last weights are the best we know
+            self._save(self.run.best, full=False)
+        return st
+
+    def _epoch(self) -> None:
+        st, cfg = self.state, self.cfg
+        perm = self._permutation(st.epoch)
+        self.model.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=st.batch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
+                   disable=not self.progress, leave=False, unit="batch")
+        t0 = time.perf_counter()
+        start_seconds = st.epoch_seconds
+        for b in range(st.batch, self.steps_per_epoch):
+            end = (b + 1) * cfg.batch_size if b + 1 < self.steps_per_epoch else len(perm)
+            idx = perm[b * cfg.batch_size:end]
+            x = self._batch(self.train_x[idx])
+            with self.autocast:
+                logits = self.forward(x)
+            loss = self.loss_fn(logits.float(), x)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"the loss became {value} at epoch {st.epoch + 1}, batch {b + 1}; lower "
+                                       f"--lr (now {cfg.lr:g}) or change --loss/--optimizer")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            st.batch, st.step = b + 1, st.step + 1
+            st.loss_sum += value * len(idx)
+            st.seen += len(idx)
+            st.epoch_seconds = start_seconds + time.perf_counter() - t0
+            bar.update(1)
+            if b % 10 == 0 or b + 1 == self.steps_per_epoch:
+                bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
+                                img_s=f"{(st.seen) / max(st.epoch_seconds, 1e-9):,.0f}")
+            if self._stop_requested:
+                bar.close()
+                return
+        bar.close()
+        val = self.validation_loss()
+        seconds = st.epoch_seconds
+        st.elapsed += seconds
+        st.epoch += 1
+        improved = math.isfinite(val) and val < st.best_val - cfg.min_delta
+        row = dict(epoch=st.epoch, train_loss=st.loss_sum / max(st.seen, 1), val_loss=val,
+                   lr=self.opt.param_groups[0]["lr"], seconds=round(seconds, 3),
+                   images_per_s=round(st.seen / max(seconds, 1e-9), 1), best=improved)
+        st.history.append(row)
+        st.batch, st.loss_sum, st.seen, st.epoch_seconds = 0, 0.0, 0, 0.0
+        if improved:
+            st.best_val, st.best_epoch, st.bad_epochs = val, st.epoch, 0
+            self._save(self.run.best, full=False)
+        elif math.isfinite(val):
+            st.bad_epochs += 1
+            if cfg.patience and st.bad_epochs >= cfg.patience:
+                st.stopped = "early-stopping"
+        if not math.isfinite(val) and len(self.val_x):
+            raise TrainingDiverged(f"the validation loss became {val} at epoch {st.epoch}; lower --lr")
+        self._save(self.run.last, full=True)
+        self.write_history()
+        if self.progress:
+            tqdm.write(f"epoch {st.epoch:>3}/{cfg.epochs}  train {row['train_loss']:.5f}  val {val:.5f}  "
+                       f"{row['images_per_s']:>8,.0f} img/s  {seconds:6.1f} s{'  *best' if improved else ''}")
+        if self.on_epoch_end:
+            self.on_epoch_end(st)

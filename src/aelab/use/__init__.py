@@ -1,0 +1,1 @@
+"""Use a trained model: the Python inference API (``aelab.load``), file jobs, code files, export, the estimator."""

@@ -1,0 +1,71 @@
+"""aelab study: the plan of the published study, and a real (tiny) study run that a rerun skips."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from aelab.config import merge
+from aelab.experiments.study import FULL, QUICK, SWEEP_LATENTS, Budget, Step, plan, run_study
+
+
+def test_the_plan_is_the_published_study() -> None:
+    parts = plan(QUICK)
+    compare = [(s.cfg.model, s.cfg.latent, s.tuned) for s in parts["compare"]]
+    assert compare == [("conv", 64, False), ("conv-modified", 64, False), ("conv-modified", 64, True),
+                       ("conv", 128, False), ("conv-modified", 128, False), ("conv-modified", 128, True)]
+    assert [(s.cfg.model, s.cfg.latent) for s in parts["sweep"]] == [("conv-modified", n) for n in SWEEP_LATENTS]
+    assert SWEEP_LATENTS == (2, 8, 16, 32, 64, 128, 256)
+    (dense,) = parts["dense"]
+    assert (dense.cfg.dataset, dense.cfg.model, dense.cfg.latent) == ("mnist", "dense", 2)
+    assert {s.cfg.dataset for s in parts["compare"] + parts["sweep"]} == {"fashion-mnist"}
+    # the modified runs at 64 and 128 are shared by parts 1 and 2: the same folder and configuration
+    by_name = {s.name: s.cfg for s in parts["compare"]}
+    for s in parts["sweep"]:
+        if s.name in by_name:
+            assert by_name[s.name] == s.cfg
+    # the quick budget is what the README says it is
+    assert all(s.cfg.train_limit == 6000 and s.cfg.epochs == 3 for s in parts["compare"] + parts["sweep"])
+    assert dense.cfg.epochs == 5 and QUICK.tune_trials == 5 and QUICK.tune_epochs == 2
+    # the full budget keeps the recipes: all the data, their own epochs
+    full = plan(FULL)
+    base64 = full["compare"][0].cfg
+    assert base64.train_limit is None and base64.epochs == 10 and base64.loss == "bce"
+    assert full["sweep"][0].cfg.epochs == 12 and full["dense"][0].cfg.epochs == 20
+
+
+def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path: Path) -> None:
+    budget = Budget("test", train_limit=800, epochs=1, dense_epochs=1, tune_trials=2, tune_epochs=1,
+                    tune_train_limit=800, sampler="random", report=False)
+    full = plan(budget, threads=1, compare_latents=(8,), sweep_latents=(8,))
+
+    def small(step: Step) -> Step:  # the same steps with a narrow dense model, to keep the test fast
+        return dataclasses.replace(step, cfg=merge(step.cfg, {"model": "dense", "width": 0.25}, "test"))
+
+    modified8 = small(full["sweep"][0])
+    tuned8 = small(next(s for s in full["compare"] if s.tuned))
+    parts = {"compare": [modified8, tuned8], "sweep": [modified8], "dense": [modified8]}
+    out = tmp_path / "study"
+    first = run_study(out, budget=budget, parts=parts, progress=False, command="aelab study --test",
+                      log=lambda s: None)
+    assert first["steps"] == {"fmnist-modified-8": "trained", "tune-8": "tuned"}
+    assert first["tuning"]["tune-8"]["trials"]["complete"] == 2
+    for part in ("compare", "sweep", "dense"):
+        for ext in ("md", "csv", "html"):
+            assert (out / f"{part}.{ext}").is_file()
+        assert (out / f"{part}-ssim-vs-latent.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 0 | complete |" in (out / "tune-8-trials.md").read_text()
+    assert (out / "tune-8-history.png").read_bytes()[:4] == b"\x89PNG"
+    readme = (out / "README.md").read_text()
+    assert "aelab study --test" in readme and "800 training images" in readme
+    assert "| fmnist-modified-8 |" in readme and "| tune-8 (trial " in readme
+    compare_csv = (out / "compare.csv").read_text().splitlines()
+    assert len(compare_csv) == 3 and "tuned (conv-modified)" in compare_csv[2]
+
+    metrics = out / "runs" / "fmnist-modified-8" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    again = run_study(out, budget=budget, parts=parts, progress=False, log=lambda s: None)
+    assert again["steps"] == {"fmnist-modified-8": "skipped", "tune-8": "skipped"}
+    assert again["step_seconds"] == first["step_seconds"]  # the times of the invocation that did the work
+    assert metrics.stat().st_mtime_ns == stamp  # not retrained, not even re-evaluated
+    assert again["tuning"]["tune-8"]["trials"]["complete"] == 2  # the tuning study holds its target already

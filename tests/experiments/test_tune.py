@@ -1,0 +1,196 @@
+"""aelab tune: real Optuna studies on small slices of the real data (dense model, 1 epoch per trial)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from aelab.cli import main
+from aelab.config import resolve
+from aelab.errors import ConfigError, TuneError
+from aelab.experiments.tune import TuneSettings, tune
+from aelab.experiments.tune.space import Choice, Range, load_space
+from tests.conftest import aelab_exe
+
+# Small, fast trials: a narrow dense model, 800 training images (+80 for validation), one epoch, one thread.
+TINY = dict(model="dense", width=0.25, latent=8, train_limit=800, epochs=1, threads=1, report=False, patience=0)
+SPACE = "activation: [relu, tanh]\nlr: {low: 1.0e-3, high: 1.0e-2, log: true}\nbatch_norm: [true, false]\n"
+
+
+def settings(tmp: Path, space_text: str = SPACE, **kw) -> TuneSettings:
+    base = resolve(overrides=TINY)
+    space_file = tmp / "space.yaml"
+    space_file.write_text(space_text)
+    kw.setdefault("retrain", False)
+    kw.setdefault("progress", False)
+    return TuneSettings(base=base, space=load_space(space_file, base), out=tmp / "study", study="s", **kw)
+
+
+def trials(folder: Path) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}")
+    return study.get_trials(deepcopy=False)
+
+
+def test_rerun_continues_the_study_and_its_trial_count(tmp_path: Path) -> None:
+    tune(settings(tmp_path, trials=2))
+    first = trials(tmp_path / "study")
+    assert [t.number for t in first] == [0, 1]
+    assert first[0].params == {"activation": "relu", "lr": 3e-3, "batch_norm": False}  # trial 0: the base itself
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in first)
+    assert all(0.0 < t.value < 1.0 and t.value == t.user_attrs["val_ssim"] for t in first)
+
+    summary = tune(settings(tmp_path, trials=3))  # the same command with a larger target: one more trial
+    again = trials(tmp_path / "study")
+    assert [t.number for t in again] == [0, 1, 2]
+    assert [t.params for t in again[:2]] == [t.params for t in first]  # the old trials are kept, not redone
+    assert summary["trials"]["complete"] == 3
+    tune(settings(tmp_path, trials=3))  # target reached: nothing runs
+    assert len(trials(tmp_path / "study")) == 3
+    changed = SPACE.replace("[relu, tanh]", "[relu, gelu]")  # Optuna cannot change choices within a study
+    with pytest.raises(ConfigError, match=r"search space .*: activation: differs from what study 's' recorded"):
+        tune(settings(tmp_path, changed, trials=4))
+    assert len(trials(tmp_path / "study")) == 3
+    table = (tmp_path / "study" / "trials.csv").read_text().splitlines()
+    assert len(table) == 4 and table[0].startswith("trial,state,objective,val_ssim")
+    for name in ("history", "importances", "parallel"):
+        assert (tmp_path / "study" / "figures" / f"{name}.png").stat().st_size > 1000
+    # trial folders keep their config and history; checkpoints are dropped unless asked for
+    trial0 = tmp_path / "study" / "trials" / "trial-0000"
+    assert (trial0 / "config.yaml").is_file() and (trial0 / "history.csv").is_file()
+    assert not (trial0 / "last.safetensors").exists()
+
+
+def test_two_workers_on_one_sqlite_study_both_contribute(tmp_path: Path) -> None:
+    summary = tune(settings(tmp_path, trials=4, jobs=2))
+    done = [t for t in trials(tmp_path / "study") if t.state.is_finished()]
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] >= 4
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in done}
+    # the queued base trial (trial 0) runs in this process first; then two worker processes share the rest
+    assert int(done[0].user_attrs["worker"].rsplit(":", 1)[1]) == os.getpid()
+    assert len(pids - {os.getpid()}) == 2, pids
+
+
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(tmp_path: Path) -> None:
+    diverging = "optimizer: [sgd]\nlr: {low: 1.0e+6, high: 1.0e+6, log: true}\n"  # the loss becomes NaN at once
+    with pytest.raises(TuneError, match="no trial .* completed"):
+        tune(settings(tmp_path, diverging, trials=1))
+    (failed,) = trials(tmp_path / "study")
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "TrainingDiverged" in failed.user_attrs["error"]
+
+    summary = tune(settings(tmp_path, trials=2))  # the same study goes on with a sane space
+    states = [t.state.name for t in trials(tmp_path / "study")]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert summary["best"]["trial"] in (1, 2)
+    assert "TrainingDiverged" in (tmp_path / "study" / "trials.md").read_text()
+
+
+def test_a_killed_trial_is_marked_failed_and_the_study_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    cmd = [aelab_exe(), "tune", "--out", str(out), "--study", "s", "--trials", "1",
+           "--no-retrain", "-q", "--heartbeat", "1", "--model", "dense", "--width", "0.25", "--latent", "8",
+           "--train-limit", "800", "--epochs", "30", "--threads", "1", "--no-report", "--patience", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = out / "trials" / "trial-0000" / "history.csv"
+    deadline = time.monotonic() + 120
+    while not history.is_file() and time.monotonic() < deadline:  # wait until the trial is training
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    states = sqlite3.connect(out / "study.db").execute("select state from trials").fetchall()
+    assert states == [("RUNNING",)]
+    time.sleep(5)  # the heartbeat grace period (4 s) passes
+
+    runner = CliRunner()
+    args = cmd[cmd.index("tune"):]
+    args[args.index("--epochs") + 1] = "1"
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    got = [(t.number, t.state.name) for t in trials(out)]
+    assert got == [(0, "FAIL"), (1, "COMPLETE")]
+    assert "killed or crashed" in (out / "trials.md").read_text()
+
+
+def test_the_exported_best_config_trains(tmp_path: Path) -> None:
+    summary = tune(settings(tmp_path, trials=2))
+    best_file = tmp_path / "study" / "best.yaml"
+    best = yaml.safe_load(best_file.read_text())
+    assert best["activation"] == summary["best"]["params"]["activation"]
+    assert best["lr"] == pytest.approx(summary["best"]["params"]["lr"])
+    assert best["model"] == "dense" and best["train_limit"] == 800  # the base budget, not a trial's
+
+    result = CliRunner().invoke(main, ["train", "--config", str(best_file), "--out", str(tmp_path / "best-run"),
+                                       "--no-eval", "-q"])
+    assert result.exit_code == 0, result.output
+    trained = yaml.safe_load((tmp_path / "best-run" / "config.yaml").read_text())
+    assert {k: trained[k] for k in ("activation", "lr", "batch_norm")} == {
+        k: best[k] for k in ("activation", "lr", "batch_norm")}
+    assert (tmp_path / "best-run" / "best.safetensors").is_file()
+
+
+def test_the_default_space_covers_the_published_searches() -> None:
+    space = load_space(None, resolve())
+    by_name = {p.name: p for p in space.params}
+    assert set(by_name["activation"].values) >= {"relu", "leaky_relu", "tanh"}
+    assert set(by_name["optimizer"].values) >= {"adam", "sgd", "rmsprop"}
+    assert isinstance(by_name["lr"], Range) and by_name["lr"].log
+    assert isinstance(by_name["dropout"], Range)
+    assert set(by_name["batch_norm"].values) == {True, False}
+    assert isinstance(by_name["width"], Choice)
+    with_latent = space.with_choice("latent", [16, 64], resolve())
+    assert {p.name: p for p in with_latent.params}["latent"].values == (16, 64)
+
+
+def test_a_toml_space_is_read(tmp_path: Path) -> None:
+    f = tmp_path / "space.toml"
+    f.write_text('activation = ["relu", "gelu"]\nlatent = {low = 8, high = 64, log = true}\n')
+    space = load_space(f, resolve())
+    latent = {p.name: p for p in space.params}["latent"]
+    assert isinstance(latent, Range) and latent.integer and (latent.low, latent.high) == (8, 64)
+
+
+@pytest.mark.parametrize("text, key, words", [
+    ("activation: [relu]\nfoo: [1, 2]\n", "foo", "unknown parameter"),
+    ("activation: []\n", "activation", "empty choice list"),
+    ("lr: {low: 0.1, high: 0.001}\n", "lr", "low 0.1 > high 0.001"),
+    ("activation: [relu, swish]\n", "activation", "swish"),
+    ("dropout: {low: 0.0, high: 1.5}\n", "dropout", "dropout"),
+    ("dataset: [mnist]\n", "dataset", "cannot be searched"),
+    ("width: {low: 0.5, hihg: 1.0}\n", "width", "hihg"),
+    ("batch_norm: {low: 0, high: 1}\n", "batch_norm", "list of choices"),
+    ("lr: {low: 0.0, high: 0.1, log: true}\n", "lr", "log range needs low > 0"),
+])
+def test_a_malformed_space_file_is_one_line_naming_the_key(tmp_path: Path, text: str, key: str, words: str
+                                                           ) -> None:
+    space = tmp_path / "bad.yaml"
+    space.write_text(text)
+    out = tmp_path / "study"
+    result = CliRunner().invoke(main, ["tune", "--space", str(space), "--out", str(out), "--trials", "1"])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert message.startswith("error: search space") and "\n" not in message
+    assert f": {key}:" in message and words in message
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("url", ["postgresql://user:secret@127.0.0.1:1/optuna", "sqlite:////no/such/dir/s.db",
+                                 "not a url"])
+def test_an_unreachable_storage_is_a_clear_error(tmp_path: Path, url: str) -> None:
+    out = tmp_path / "study"
+    result = CliRunner().invoke(main, ["tune", "--storage", url, "--out", str(out), "--trials", "1",
+                                       "--model", "dense", "--train-limit", "800"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: cannot open the study storage")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert "secret" not in result.output
+    assert not out.exists()

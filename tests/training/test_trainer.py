@@ -1,0 +1,104 @@
+"""Training on real data: it learns, resume is exact, early stopping and divergence are handled."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+
+import pytest
+import torch
+
+from aelab.config import resolve
+from aelab.data import load_dataset
+from aelab.errors import Interrupted, TrainingDiverged
+from aelab.runs import Run, load_checkpoint
+from aelab.training import Trainer
+
+SMALL = dict(train_limit=1500, threads=1, report=False, latent=16)
+
+
+@pytest.fixture(scope="module")
+def bundle(data_root):
+    return load_dataset("fashion-mnist", val_fraction=0.1, seed=0, train_limit=1500)
+
+
+def _weights(path):
+    tensors, _ = load_checkpoint(path)
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_resume_equals_uninterrupted(tmp_path, bundle, schedule):
+    cfg = resolve(overrides=dict(SMALL, epochs=2, schedule=schedule))  # conv-modified: dropout + batch norm
+    straight = Run(tmp_path / "straight")
+    straight.path.mkdir()
+    Trainer(cfg, straight, bundle=bundle, progress=False).fit()
+
+    parted = Run(tmp_path / "parted")
+    parted.path.mkdir()
+    first = Trainer(cfg, parted, bundle=bundle, progress=False,
+                    on_epoch_end=lambda st: os.kill(os.getpid(), signal.SIGINT))  # a real Ctrl-C
+    with pytest.raises(Interrupted, match="resume with"):
+        first.fit()
+    assert load_checkpoint(parted.last)[1]["loop"]["epoch"] == 1
+    Trainer(cfg, parted, bundle=bundle, progress=False, resume=True).fit()
+
+    a, b = _weights(straight.last), _weights(parted.last)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    rows_a = list(csv.DictReader(straight.history.open()))
+    rows_b = list(csv.DictReader(parted.history.open()))
+    assert [float(r["val_loss"]) for r in rows_a] == pytest.approx([float(r["val_loss"]) for r in rows_b],
+                                                                    rel=1e-5)
+
+
+def test_training_lowers_the_loss_and_writes_history(tmp_path, bundle):
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    st = Trainer(resolve(overrides=dict(SMALL, epochs=3)), run, bundle=bundle, progress=False).fit()
+    rows = list(csv.DictReader(run.history.open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert st.stopped == "completed" and run.best.is_file() and run.last.is_file()
+    assert float(rows[0]["images_per_s"]) > 0
+
+
+def test_early_stopping(tmp_path, bundle):
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    cfg = resolve(overrides=dict(SMALL, epochs=10, patience=1, min_delta=10.0))
+    st = Trainer(cfg, run, bundle=bundle, progress=False).fit()
+    assert st.stopped == "early-stopping" and st.epoch == 2 and st.best_epoch == 1
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, bundle):
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    cfg = resolve(overrides=dict(SMALL, model="dense", optimizer="sgd", lr=1e12, loss="mse", epochs=2))
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf).*lower --lr"):
+        Trainer(cfg, run, bundle=bundle, progress=False).fit()
+
+
+@pytest.mark.parametrize("n", [500, 1025])
+def test_awkward_sizes_train(tmp_path, data_root, n):
+    """Few planned steps (one-cycle warm-up) and a one-image last batch (batch norm) both train."""
+    b = load_dataset("fashion-mnist", val_fraction=0.1, seed=0, train_limit=n)
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    st = Trainer(resolve(overrides=dict(SMALL, train_limit=n, epochs=1)), run, bundle=b, progress=False).fit()
+    assert st.stopped == "completed" and st.history[0]["images_per_s"] > 0
+
+
+def test_training_from_a_worker_thread(tmp_path, bundle):
+    import threading
+
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        st=Trainer(resolve(overrides=dict(SMALL, epochs=1)), run, bundle=bundle, progress=False).fit()))
+    t.start()
+    t.join(300)
+    assert result["st"].stopped == "completed"
