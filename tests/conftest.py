@@ -41,7 +41,8 @@ NO_DATA = ("the real data was not found: set AELAB_DATA_DIR to the folder holdin
            "(e.g. ../shared/data) to run this test")
 # Modules of pure unit tests: they run without the data (their few real-data tests ask for ``data_root``).
 # Every other test module trains, evaluates or reads real images, and skips whole without the data.
-PURE_MODULES = {"test_architecture.py", "test_config.py", "test_models.py", "test_metrics.py", "test_fastpath.py"}
+PURE_MODULES = {"test_architecture.py", "test_config.py", "test_models.py", "test_metrics.py", "test_fastpath.py",
+                "test_robustness.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,6 +7,7 @@ Precedence: defaults < preset < config file < command-line options.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,7 @@ DATASET_NAMES = ("fashion-mnist", "mnist")
 MODEL_NAMES = ("dense", "conv", "conv-modified")
 ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "gelu", "tanh")
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_WIDTH = 16.0  # x16 channels: conv-modified at ~100x the default's parameters, beyond any use on 28x28 images
 
 
 def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "") -> Any:
@@ -85,10 +87,15 @@ class RunConfig:
                                   f"{', '.join(allowed)}")
         for key in ("dataset", "model", "activation", "loss", "optimizer", "schedule", "precision"):
             choice(key)
+        for key in ("width", "dropout", "ssim_weight", "lr", "weight_decay", "min_delta", "val_fraction",
+                    "max_minutes"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"invalid {key.replace('_', '-')} {value!r}; give a finite number")
         checks = [
             (isinstance(self.latent, int) and 1 <= self.latent <= 1024, "latent",
              "use --latent between 1 and 1024"),
-            (self.width > 0, "width", "use --width > 0"),
+            (0 < self.width <= MAX_WIDTH, "width", f"use --width in (0, {MAX_WIDTH:g}]"),
             (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "use --dropout in [0, 1)"),
             (self.ssim_weight >= 0, "ssim-weight", "use --ssim-weight >= 0"),
             (self.lr > 0, "lr", "use --lr > 0, e.g. 1e-3"),
@@ -161,6 +168,8 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, str):
                 return [c.strip() for c in value.split(",") if c.strip()]
             return [str(c) for c in value]
+        if isinstance(value, dict | list | tuple | set):
+            raise TypeError(value)  # a mapping or a list where one value belongs
         if kind.startswith("bool"):
             if isinstance(value, str):
                 if value.lower() in ("true", "yes", "on", "1"):
@@ -168,7 +177,11 @@ def _coerce(key: str, value: Any) -> Any:
                 if value.lower() in ("false", "no", "off", "0"):
                     return False
                 raise ValueError(value)
-            return bool(value)
+            if isinstance(value, bool) or value in (0, 1):
+                return bool(value)
+            raise ValueError(value)
+        if isinstance(value, bool):
+            raise TypeError(value)  # YAML's true/false is no number: 'latent: true' must not read as 1
         if kind.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
@@ -176,7 +189,7 @@ def _coerce(key: str, value: Any) -> Any:
         if kind.startswith("float"):
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"option {key.replace('_', '-')}: {value!r} is not a valid {kind.split(' ')[0]}; "
                           f"fix the value") from None
 
@@ -186,6 +199,9 @@ def merge(base: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
     known = fields_by_name()
     values = base.to_dict()
     for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"option name {key!r} in {source} is not a name; use the option names of 'aelab train "
+                              f"--help', e.g. latent: 32")
         k = key.replace("-", "_")
         if k not in known:
             raise ConfigError(f"unknown option {key!r} in {source}; see 'aelab train --help' for the options")

@@ -6,14 +6,23 @@ end: ``os.replace`` is atomic on one file system, so a reader sees the old file 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aelab.errors import OutputError
+from aelab.errors import OutputError, RunError
+
+LOCK_NAME = ".aelab.lock"
+_held: dict[str, int] = {}  # folder -> how deep this process holds its lock (the lock is re-entrant in a process)
+_held_guard = threading.Lock()
 
 
 def public_mode(path: str | os.PathLike, folder: bool = False) -> None:
@@ -36,15 +45,22 @@ def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
     path = Path(path)
-    tmp = temp_beside(path)
+    tmp = None
     try:
+        tmp = temp_beside(path)
         with tmp.open("wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a file-size or quota limit, no permission: the old file stays as it was
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {err.strerror or err}; free some space or fix the permissions, "
+                          f"the previous {path.name} is unchanged") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -97,3 +113,56 @@ class StagedDir:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive write lock of ``folder`` (made if needed) inside the block; re-entrant in a process.
+
+    Written by hand on ``fcntl.flock`` because the message must name the holder: the lock file keeps the pid and
+    host of its holder, and a second writer gets ``RunError`` naming them at once instead of waiting. (filelock
+    truncates the file on every attempt, which would erase that.) The kernel releases the lock when the holder
+    dies, even by kill -9, so a stale lock file never blocks anyone. Temporary files a killed writer left
+    (``.*.tmp``, in the folder and its figures/) are removed when the lock is taken: only its holder writes there.
+    """
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    with _held_guard:
+        if _held.get(key):
+            _held[key] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key] -= 1
+        return
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise RunError(f"{path} is being written by another aelab process ({holder}); wait for it to end or "
+                           f"use another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        for stale in (*path.glob(".*.tmp"), *path.glob("figures/.*.tmp")):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        with _held_guard:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held.pop(key, None)
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

@@ -7,49 +7,85 @@ baseline), ``figures/`` and ``report.html``. Everything a person sees can be reb
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from aelab.config import RunConfig, merge
 from aelab.errors import AelabError, RunError
-from aelab.files import atomic_write_bytes
+from aelab.files import LOCK_NAME, atomic_write_bytes, folder_lock
 from aelab.models import Autoencoder, PCAModel, build_model
 
 FORMAT = "aelab-run-1"
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (in name order): what a checkpoint's header keeps
+    to notice flipped bytes, which safetensors itself does not check."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """A safetensors file: ``tensors`` plus ``meta`` (JSON-encoded in the header), written atomically."""
+    """A safetensors file: ``tensors`` plus ``meta`` (JSON-encoded in the header) and the tensors' sha256,
+    written atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"format": FORMAT, "meta": json.dumps(meta)}
+    header = {"format": FORMAT, "meta": json.dumps(meta), "sha256": tensors_digest(tensors)}
     return atomic_write_bytes(path, st_save(tensors, metadata=header))
 
 
+def _header(data: bytes) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file held in memory (8-byte length, then the JSON header)."""
+    (length,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + length]).get("__metadata__") or {}
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, meta) of a checkpoint; ``RunError`` naming the fix when it is missing, damaged or foreign."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist; train the run first (aelab train)")
+    damaged = (f"checkpoint {path} is corrupted ({{}}); delete it and train again, or resume from "
+               f"last.safetensors")
     data = path.read_bytes()
     try:
         tensors = st_load(data)
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except (SafetensorError, ValueError, OSError, RuntimeError) as err:
-        raise RunError(f"checkpoint {path} is corrupted ({str(err).splitlines()[0][:80]}); delete it and train "
-                       f"again, or resume from last.safetensors") from None
+        header = _header(data)
+    except (SafetensorError, ValueError, OSError, RuntimeError, struct.error, UnicodeDecodeError) as err:
+        raise RunError(damaged.format(str(err).splitlines()[0][:80] if str(err) else type(err).__name__)) from None
     if header.get("format") != FORMAT:
         raise RunError(f"checkpoint {path} is not an {FORMAT} checkpoint (format {header.get('format')!r}); "
                        f"retrain it with this version of aelab")
-    return tensors, json.loads(header["meta"])
+    # Checkpoints written before the checksum was kept have none; their weights are still checked for NaN below.
+    if "sha256" in header and tensors_digest(tensors) != header["sha256"]:
+        raise RunError(damaged.format("its content does not match the checksum in its header"))
+    try:
+        return tensors, json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError):
+        raise RunError(damaged.format("its description cannot be read")) from None
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or infinities (they would decode to garbage without any error)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise RunError(f"checkpoint {path} holds non-finite weights ({name}); resume from an earlier checkpoint "
+                           f"or train again")
 
 
 def model_from_checkpoint(path: str | Path, expect: dict[str, Any] | None = None) -> Autoencoder:
@@ -67,6 +103,7 @@ def model_from_checkpoint(path: str | Path, expect: dict[str, Any] | None = None
     hp = dict(hp)
     model = build_model(hp.pop("model"), hp.pop("latent"), **hp)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    check_finite(weights, path)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -113,6 +150,20 @@ class Run:
     def report(self) -> Path:
         return self.path / "report.html"
 
+    def writing(self) -> AbstractContextManager[None]:
+        """The run folder's exclusive write lock (``files.folder_lock``): every writer of a run holds it."""
+        return folder_lock(self.path)
+
+    def entries(self) -> list[str]:
+        """What the folder holds, less the lock file (empty for a new folder)."""
+        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME) if self.path.is_dir() else []
+
+    def epochs_done(self) -> int:
+        """Completed epochs according to history.csv (0 when there is none)."""
+        if not self.history.is_file():
+            return 0
+        return max(0, len([line for line in self.history.read_text().splitlines() if line.strip()]) - 1)
+
     @classmethod
     def open(cls, path: str | Path) -> Run:
         """An existing run folder; raises ``RunError`` when it is missing or has no config."""
@@ -129,6 +180,9 @@ class Run:
             data = yaml.safe_load(self.config_file.read_text()) or {}
         except yaml.YAMLError:
             raise RunError(f"{self.config_file} cannot be parsed; restore it or train a new run") from None
+        if not isinstance(data, dict):
+            raise RunError(f"{self.config_file} does not hold a mapping of option: value; restore it or train a new "
+                           f"run")
         try:
             return merge(RunConfig(), data, str(self.config_file)).validate()
         except AelabError as err:

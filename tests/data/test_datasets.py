@@ -95,11 +95,22 @@ def test_discovery_prefers_explicit_dir_then_env(data_root, tmp_path, monkeypatc
 
 
 def test_not_found_names_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.delenv("AELAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError) as err:
-        data.find_dataset("mnist", tmp_path / "nowhere", download=False)
+        data.find_dataset("mnist", None, download=False)
     msg = str(err.value)
     assert "nowhere" in msg and "cache" in msg and "AELAB_DATA_DIR" in msg and "\n" not in msg
+
+
+def test_an_explicit_data_dir_missing_a_file_is_an_error_not_a_fall_back(data_root, tmp_path, monkeypatch):
+    """Seen: a --data-dir lacking one file fell back to AELAB_DATA_DIR while config.yaml recorded the given one."""
+    partial = _copy_dataset(data_root / "mnist", tmp_path / "partial" / "mnist")
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("AELAB_DATA_DIR", str(data_root))  # a complete copy that must not be used
+    with pytest.raises(DataError) as err:
+        data.find_dataset("mnist", tmp_path / "partial", download=False)
+    msg = str(err.value)
+    assert "t10k-labels-idx1-ubyte.gz" in msg and str(partial) in msg and "--data-dir" in msg and "\n" not in msg
 
 
 class _Server:

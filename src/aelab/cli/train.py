@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from aelab.cli.options import config_options
+from aelab.cli.options import config_options, warnings_as_lines
 from aelab.config import PRESET_HELP, PRESETS, resolve
 
 PRESET_LIST = "\n".join(f"  {k:<16}{v}" for k, v in PRESET_HELP.items())
@@ -38,10 +38,12 @@ def train(preset: str | None, config_file: str | None, out: str | None, resume: 
     if resume:
         if preset or config_file or out:
             raise click.UsageError("--resume takes the run's own config; drop --preset/--config/--out")
-        run, metrics = resume_job(resume, overrides, progress=not quiet, evaluate=not no_eval)
+        with warnings_as_lines():
+            run, metrics = resume_job(resume, overrides, progress=not quiet, evaluate=not no_eval)
     else:
         cfg = resolve(preset, config_file, overrides)
-        run, metrics = train_job(cfg, out, progress=not quiet, evaluate=not no_eval)
+        with warnings_as_lines():
+            run, metrics = train_job(cfg, out, progress=not quiet, evaluate=not no_eval)
     _print_result(run, metrics)
 
 

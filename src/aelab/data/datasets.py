@@ -96,8 +96,22 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list
 
 def find_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
                  mirrors: Sequence[str] | None = None) -> Path:
-    """The folder that holds the four files of ``name``; downloads into the cache when none does."""
+    """The folder that holds the four files of ``name``; downloads into the cache when none does.
+
+    An explicit ``data_dir`` is the only place looked at: a folder that lacks a file is an error naming it,
+    never a silent fall-back to another copy (the run records the folder it was given).
+    """
     info = dataset_info(name)
+    if data_dir is not None:
+        folders = [Path(data_dir) / name, Path(data_dir)]
+        for folder in folders:
+            if _holds_dataset(folder):
+                return folder
+        best = max(folders, key=lambda f: sum((f / f"{stem}.gz").is_file() for stem in FILES))
+        missing = next(stem for stem in FILES if not (best / f"{stem}.gz").is_file())
+        raise DataError(f"--data-dir {data_dir}: {best} lacks {missing}.gz of {name} (looked in "
+                        f"{' and '.join(str(f) for f in folders)}); put the four official IDX .gz files there or "
+                        f"drop --data-dir")
     looked = candidate_dirs(name, data_dir)
     for folder in looked:
         if _holds_dataset(folder):

@@ -37,7 +37,7 @@ def download_file(stem: str, dest: Path, sha256: str, mirrors: Sequence[str], re
                 with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
                     with tqdm(total=total, unit="B", unit_scale=True, desc=f"{stem}.gz",
-                              disable=not progress, leave=False) as bar:
+                              disable=None if progress else True, leave=False) as bar:
                         while chunk := resp.read(1 << 16):
                             out.write(chunk)
                             bar.update(len(chunk))

@@ -86,6 +86,12 @@ def evaluate_run(run: Run, bundle: DataBundle | None = None, model: Autoencoder 
 def evaluate_run_passes(run: Run, bundle: DataBundle | None = None, model: Autoencoder | None = None
                         ) -> tuple[dict[str, Any], TestPasses]:
     """``evaluate_run``, also returning the per-image test passes (the report reuses them)."""
+    with run.writing():
+        return _evaluate_run(run, bundle, model)
+
+
+def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
+                  ) -> tuple[dict[str, Any], TestPasses]:
     cfg = run.config()
     model = model if model is not None else run.load_model("best")
     bundle = bundle or load_dataset(cfg.dataset, **cfg.data_kwargs())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +29,63 @@ def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
     return Path(root) / name
 
 
+# The files a run folder holds; a restart removes these and nothing else.
+RUN_FILES = ("config.yaml", "best.safetensors", "last.safetensors", "history.csv", "metrics.json", "pca.safetensors",
+             "report.html", "figures")
+
+
+def _restart_needed(run: Run) -> bool:
+    """Whether ``run.path`` may take a new run: no when it holds someone else's files or a run with finished
+    epochs (``RunError`` naming the fix); True when it holds a run that never finished an epoch (killed,
+    crashed or diverged in its first epoch), which is started again; False for a new or empty folder."""
+    if run.path.exists() and not run.path.is_dir():
+        raise RunError(f"{run.path} is a file; give a folder for the run with --out")
+    entries = run.entries()
+    if not entries:
+        return False
+    if not run.config_file.is_file():
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise RunError(f"{run.path} already holds files that are not an aelab run ({shown}); give a new or empty "
+                       f"folder with --out")
+    done = run.epochs_done()
+    if done:
+        raise RunError(f"{run.path} already holds a run ({done} finished epoch{'s' * (done != 1)}); resume it with "
+                       f"'aelab train --resume {run.path}' or choose another --out")
+    return True
+
+
 def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = True,
               evaluate: bool = True) -> tuple[Run, dict[str, Any] | None]:
-    """Make a new run folder for ``cfg``, train it, evaluate it (and write its report when asked)."""
+    """Make a new run folder for ``cfg``, train it, evaluate it (and write its report when asked).
+
+    ``out`` must be new, empty, or hold a run that never finished an epoch (it is then started again).
+    """
     cfg.validate()
-    path = Path(out) if out else default_run_dir(cfg)
-    if (path / "config.yaml").exists():
-        raise RunError(f"{path} already holds a run; resume it with 'aelab train --resume {path}' or choose "
-                       f"another --out")
+    run = Run(Path(out) if out else default_run_dir(cfg))
+    _restart_needed(run)  # early, so that a wrong --out fails before the data is loaded
     # Load the data before the folder exists, so that a data error leaves nothing behind.
     bundle = load_dataset(cfg.dataset, **cfg.data_kwargs())
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
-    run = Run(path)
-    try:
-        trainer = Trainer(cfg, run, bundle=bundle, progress=progress)
-    except BaseException:
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-    atomic_write_text(run.config_file, dump_yaml(cfg))
-    return _finish(run, trainer, evaluate)
+    created = not run.path.exists()
+    with run.writing():
+        if _restart_needed(run):  # again under the lock: another process may have started in between
+            warnings.warn(f"{run.path} held a run that never finished an epoch; starting it again", stacklevel=2)
+            for name in RUN_FILES:
+                target = run.path / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        try:
+            trainer = Trainer(cfg, run, bundle=bundle, progress=progress)
+        except BaseException:
+            if created:
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        atomic_write_text(run.config_file, dump_yaml(cfg))
+        return _finish(run, trainer, evaluate)
 
 
 def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True,
                evaluate: bool = True) -> tuple[Run, dict[str, Any] | None]:
-    """Continue an interrupted run exactly where it stopped."""
+    """Continue an interrupted run exactly where it stopped; a run stopped before its first checkpoint is
+    trained from the start (the seed makes that the same run)."""
     run = Run.open(path)
     cfg = run.config()
     for key, value in (overrides or {}).items():
@@ -61,10 +93,13 @@ def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progre
             raise RunError(f"--{key.replace('_', '-')} cannot change when resuming; resume with the run's own "
                            f"config, or start a new run")
         setattr(cfg, key, value)
-    if not run.last.is_file():
-        raise RunError(f"{run.path} has no last.safetensors to resume from; start a new run")
-    trainer = Trainer(cfg, run, resume=True, progress=progress)
-    return _finish(run, trainer, evaluate)
+    with run.writing():
+        fresh = not run.last.is_file()
+        if fresh:
+            warnings.warn(f"{run.path} stopped before its first checkpoint; training it from the start",
+                          stacklevel=2)
+        trainer = Trainer(cfg, run, resume=not fresh, progress=progress)
+        return _finish(run, trainer, evaluate)
 
 
 def _finish(run: Run, trainer: Trainer, evaluate: bool) -> tuple[Run, dict[str, Any] | None]:
@@ -96,25 +131,23 @@ def ensure_run(cfg: RunConfig, path: str | Path, progress: bool = True
     """(run, metrics, what was done: trained / resumed / evaluated / skipped) for ``cfg`` in ``path``."""
     path = Path(path)
     cfg = dataclasses.replace(cfg, name=path.name)
-    if (path / "config.yaml").is_file():
-        run = Run.open(path)
+    if not (path / "config.yaml").is_file():
+        run, metrics = train_job(cfg, path, progress=progress)
+        assert metrics is not None
+        return run, metrics, "trained"
+    run = Run.open(path)
+    with run.writing():
         diff = config_difference(run.config(), cfg)
         if diff:
             raise RunError(f"{path} holds a run of another configuration ({diff}); delete that folder or write "
                            f"the experiment somewhere else")
         if run.metrics.is_file():
             return run, run.load_metrics(), "skipped"
-        if run.last.is_file():
-            _, meta = load_checkpoint(run.last)
-            if meta.get("loop", {}).get("stopped"):
-                metrics = evaluate_run(run)
-                if cfg.report:
-                    write_report(run)
-                return run, metrics, "evaluated"
-            run, metrics = resume_job(path, {"threads": cfg.threads} if cfg.threads else None, progress=progress)
-            assert metrics is not None
-            return run, metrics, "resumed"
-        shutil.rmtree(path)  # a config without any checkpoint: nothing to keep
-    run, metrics = train_job(cfg, path, progress=progress)
-    assert metrics is not None
-    return run, metrics, "trained"
+        if run.last.is_file() and load_checkpoint(run.last)[1].get("loop", {}).get("stopped"):
+            metrics = evaluate_run(run)
+            if cfg.report:
+                write_report(run)
+            return run, metrics, "evaluated"
+        run, metrics = resume_job(path, {"threads": cfg.threads} if cfg.threads else None, progress=progress)
+        assert metrics is not None
+        return run, metrics, "resumed"

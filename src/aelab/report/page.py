@@ -119,6 +119,12 @@ def write_report(run: Run, tsne_sample: int = TSNE_SAMPLE, scatter_sample: int =
     memory; then writes each file atomically, report.html last. ``bundle`` and ``passes``: the run's data and
     test passes when the caller has them in memory (a training job), so they are not loaded or computed again.
     """
+    with run.writing():
+        return _write_report(run, tsne_sample, scatter_sample, bundle, passes)
+
+
+def _write_report(run: Run, tsne_sample: int, scatter_sample: int, bundle: DataBundle | None,
+                  passes: TestPasses | None) -> Path:
     inputs = check_run(run)
     with thread_limits(inputs.cfg.threads):
         views = gather_views(inputs, bundle, passes)

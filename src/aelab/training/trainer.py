@@ -25,7 +25,7 @@ from tqdm import tqdm
 from aelab.config import RunConfig
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.device import select_device, select_precision
-from aelab.errors import Interrupted, RunError, TrainingDiverged
+from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
 from aelab.files import atomic_write_text
 from aelab.models import Autoencoder, build_model, inference_batch, inference_copy
 from aelab.runs import Run, load_checkpoint, save_checkpoint
@@ -83,6 +83,13 @@ class Trainer:
         n = len(self.bundle.train)
         if n == 0:
             raise RunError("the training split is empty; use more classes or a smaller --val-fraction")
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            if cfg.batch_size < 2:
+                raise ConfigError(f"--batch-size {cfg.batch_size}: batch norm needs at least 2 images per batch; use "
+                                  f"--batch-size 2 or more, or --no-batch-norm")
+            if n < 2:
+                raise ConfigError(f"the training split holds {n} image; batch norm needs at least 2: use a larger "
+                                  f"--train-limit or --no-batch-norm")
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         if n % cfg.batch_size == 1 and self.steps_per_epoch > 1:
             self.steps_per_epoch -= 1  # fold a one-image last batch into the one before (batch norm needs 2)
@@ -170,9 +177,16 @@ class Trainer:
 
     def fit(self) -> LoopState:
         """Train until the planned epochs, early stopping or the time budget; returns the final loop state."""
+        with self.run.writing():
+            return self._fit()
+
+    def _fit(self) -> LoopState:
         st, cfg = self.state, self.cfg
         if st.stopped:
             raise RunError(f"run {self.run.path} already finished ({st.stopped}); start a new run to train more")
+        if st.epoch == 0 and st.batch == 0 and not self.run.last.is_file():
+            # A checkpoint before the first batch: a run killed, crashed or diverged in its first epoch resumes.
+            self._save(self.run.last, full=True)
         # Ctrl-C finishes the batch and checkpoints; only the main thread may install a signal handler.
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
@@ -205,7 +219,7 @@ class Trainer:
         perm = self._permutation(st.epoch)
         self.model.train()
         bar = tqdm(total=self.steps_per_epoch, initial=st.batch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
-                   disable=not self.progress, leave=False, unit="batch")
+                   disable=None if self.progress else True, leave=False, unit="batch")
         t0 = time.perf_counter()
         start_seconds = st.epoch_seconds
         for b in range(st.batch, self.steps_per_epoch):

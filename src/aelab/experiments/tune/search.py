@@ -170,7 +170,7 @@ class _Progress:
         self.s, self.study = settings, study
         self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         self.bar = tqdm(total=settings.trials, initial=min(count_finished(study), settings.trials),
-                        desc=f"tune {settings.study}", unit="trial", disable=not settings.progress,
+                        desc=f"tune {settings.study}", unit="trial", disable=None if settings.progress else True,
                         dynamic_ncols=True)
 
     def poll(self, *_: Any) -> None:
