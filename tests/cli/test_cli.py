@@ -115,3 +115,16 @@ def test_nan_loss_exits_cleanly(tmp_path):
     res = aelab("train", "--out", str(tmp_path / "r"), "--model", "dense", "--optimizer", "sgd", "--lr", "1e12",
                 "--loss", "mse", "--epochs", "1", *QUICK)
     assert res.returncode == 1 and "lower --lr" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_log_file_gets_one_line_per_epoch_and_no_carriage_returns(tmp_path, data_root):
+    """Not a terminal (a log file, CI): no progress bar redrawn with carriage returns, one line per epoch."""
+    out = tmp_path / "run"
+    r = subprocess.run([aelab_exe(), "train", "--train-limit", "600", "--epochs", "3", "--latent", "4", "--width", "0.25",
+                        "--threads", "1", "--no-report", "--no-eval", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = r.stdout + r.stderr
+    assert "\r" not in log
+    epochs = [line for line in log.splitlines() if line.lstrip().startswith("epoch")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"], log
