@@ -40,7 +40,11 @@ def available() -> str | None:
 # ------------------------------------------------------------------------------------------ the worker side
 def build_model(latent: int = 64) -> Any:
     """Conv2D 32 - MaxPool - Conv2D 64 - MaxPool - Conv2D 128 - Dense latent; Dense 7*7*128 - Reshape -
-    Conv2DTranspose 64 /2 - Conv2DTranspose 32 /2 - Conv2D 1 sigmoid (aelab's ``conv``, layer for layer)."""
+    Conv2DTranspose 64 /2 - Conv2DTranspose 32 /2 - Conv2D 1 sigmoid (aelab's ``conv``, layer for layer).
+
+    Under the ``mixed_bfloat16`` policy (``--precision bf16``) the layers compute in bf16 with fp32 weights, and
+    the output layer stays float32 as the Keras mixed-precision guide recommends (aelab likewise computes its
+    loss in fp32)."""
     import keras
     from keras import layers
 
@@ -60,7 +64,7 @@ def build_model(latent: int = 64) -> Any:
         layers.Reshape((7, 7, 128)),
         layers.Conv2DTranspose(64, 3, strides=2, activation="relu", padding="same"),
         layers.Conv2DTranspose(32, 3, strides=2, activation="relu", padding="same"),
-        layers.Conv2D(1, 3, activation="sigmoid", padding="same"),
+        layers.Conv2D(1, 3, activation="sigmoid", padding="same", dtype="float32"),
     ], name="decoder")
     model = keras.Sequential([encoder, decoder], name="autoencoder")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
@@ -74,8 +78,13 @@ def _load(path: str) -> Any:
 
 
 class _Worker:
-    def __init__(self, threads: int | None):
+    def __init__(self, threads: int | None, precision: str = "fp32"):
+        import keras
         import tensorflow as tf
+
+        if precision == "bf16":
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        self.precision = precision
 
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -98,6 +107,7 @@ class _Worker:
 
         model = build_model(latent)
         return {"tensorflow": self.tf.__version__, "keras": keras.__version__, "backend": keras.backend.backend(),
+                "precision": self.precision, "policy": keras.mixed_precision.global_policy().name,
                 "intra_op_threads": self.tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op_threads": self.tf.config.threading.get_inter_op_parallelism_threads(),
                 "parameters": int(model.count_params()), "jit_compile": str(model.jit_compile)}
@@ -161,12 +171,12 @@ class _Worker:
         return {"readings": judge.readings, "stopped": box["stopped"], "eval_seconds": round(judge.spent, 2)}
 
 
-def worker_main(threads: int | None) -> None:
+def worker_main(threads: int | None, precision: str = "fp32") -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything TensorFlow or Keras prints goes to stderr, never into the protocol
     sys.path.insert(0, str(HERE))
     try:
-        worker = _Worker(threads)
+        worker = _Worker(threads, precision)
     except Exception as err:  # noqa: BLE001 - reported to the parent, which records it
         proto.write(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
         return
@@ -191,13 +201,15 @@ class PeerError(RuntimeError):
 class KerasPeer:
     """A running Keras worker process; ``call(cmd, **args)`` returns its reply or raises ``PeerError``."""
 
-    def __init__(self, threads: int | None, log_dir: str | Path):
-        self.log_path = Path(log_dir) / "keras-worker.log"
+    def __init__(self, threads: int | None, log_dir: str | Path, precision: str = "fp32"):
+        self.precision = precision
+        self.log_path = Path(log_dir) / f"keras-worker-{precision}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         cmd = [sys.executable, str(HERE / "bench_keras.py"), "--worker"]
         if threads:
             cmd += ["--threads", str(threads)]
+        cmd += ["--precision", precision]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True, env=env)
         self._read()
@@ -253,7 +265,9 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description="the Keras peer worker (started by benchmarks/run.py)")
     p.add_argument("--worker", action="store_true", required=True)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: Keras's mixed_bfloat16 policy (bf16 compute, fp32 weights)")
     a = p.parse_args()
-    worker_main(a.threads)
+    worker_main(a.threads, a.precision)
 
 __all__ = ["KerasPeer", "PeerError", "available", "build_model", "temp_npy"]

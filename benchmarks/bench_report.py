@@ -32,9 +32,11 @@ def machine_lines(r: dict[str, Any]) -> list[str]:
         f"(a load above the CPU count means other processes shared the machine).",
         f"Measured fp32 matmul ceiling: {_f(ceiling.get('gflops_best'), '{:.1f}')} GFLOP/s, the best of the "
         f"checks at the start and after each section ({r.get('fp32_matmul_checks')}): the best {ceiling.get('size')}"
-        f"^3 GEMM of torch.mm (MKL) and a 1x1 convolution (oneDNN), {ceiling.get('threads')} threads together or "
-        f"one thread times {ceiling.get('threads')} (at the start: MKL {ceiling.get('mkl_mm')}, oneDNN "
-        f"{ceiling.get('onednn_1x1_conv')}). Shares of this ceiling count convolution and matmul FLOPs only.",
+        f"^3 GEMM of torch.mm (MKL) and a 1x1 convolution (oneDNN) with {ceiling.get('threads')} threads (at the "
+        f"start: MKL {ceiling.get('mkl_mm')}, oneDNN {ceiling.get('onednn_1x1_conv')}). A kernel whose "
+        f"{ceiling.get('threads')}-thread rate is more than {ceiling.get('threads')}x its one-thread rate is "
+        f"excluded as mis-measured ({ceiling.get('suspect') or 'none here'}). Shares of this ceiling count "
+        f"convolution and matmul FLOPs only.",
         f"Measured bf16 matmul ceiling (torch.mm, {ceiling.get('threads')} threads): "
         f"{_f(r.get('bf16_matmul_gflops'), '{:.1f}')} GFLOP/s ('–': no native bf16, aelab trains in fp32 here).",
     ]
@@ -52,10 +54,16 @@ def throughput_md(t: dict[str, Any]) -> list[str]:
         lines.append(f"| {name}: {c['what']} | {c.get('precision', 'fp32')} | {_f(c['median'])} | "
                      f"{_f(c['min'])}–{_f(c['max'])} | {_pct(c['fp32_ceiling_share'])} | "
                      f"{_pct(c.get('bf16_ceiling_share'))} | {_f(c['final_loss'], '{:.4f}')} |")
-    lines += ["", f"aelab / Keras: **{_x(t['ratio_vs_keras'])}** (paired rounds: {t['paired_ratios_vs_keras']}); "
-              f"aelab / tutorial loop: **{_x(t['ratio_vs_tutorial'])}** (paired rounds: "
-              f"{t['paired_ratios_vs_tutorial']}); aelab bf16 / aelab fp32: **{_x(t.get('ratio_bf16_vs_fp32'))}**; "
-              f"aelab fp32 / Keras: **{_x(t.get('ratio_fp32_vs_keras'))}**."]
+    prec = t["contenders"]["aelab"].get("precision", "fp32")
+    by = t.get("ratio_vs_keras_by_precision") or {}
+    lines += ["", f"Like with like: aelab / Keras at aelab's default precision ({prec}): "
+              f"**{_x(t['ratio_vs_keras'])}** (paired rounds: {t['paired_ratios_vs_keras']}); at fp32: "
+              f"**{_x(by.get('fp32', t.get('ratio_fp32_vs_keras')))}** (paired rounds: "
+              f"{t.get('paired_ratios_fp32_vs_keras', '–')}); at bf16 (Keras mixed_bfloat16): "
+              f"**{_x(by.get('bf16'))}**.",
+              "", f"Other ratios: aelab / tutorial loop: **{_x(t['ratio_vs_tutorial'])}** (paired rounds: "
+              f"{t['paired_ratios_vs_tutorial']}); aelab bf16 / aelab fp32: **{_x(t.get('ratio_bf16_vs_fp32'))}**"
+              f" (the gain of bf16 itself, not a comparison with a peer)."]
     return lines + [f"- {n}" for n in t["notes"]]
 
 

@@ -54,12 +54,13 @@ class FP32Contender:
 
 def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int, threads: int,
                    keras: KerasPeer | None, keras_skip: str | None, gflops: float, tmp: str,
-                   bf16_gflops: float | None = None) -> dict[str, Any]:
+                   bf16_gflops: float | None = None, keras_bf16: KerasPeer | None = None) -> dict[str, Any]:
     data = slice_bundle(bundle, images)
     cfg = resolve("seed-64", overrides=dict(epochs=rounds + warmup, patience=0, threads=threads))
     tutorial = TutorialLoop(data.train.images, data.train.labels, latent=cfg.latent, batch=cfg.batch_size)
     npy = temp_npy(tmp, "throughput", data.train.images) if keras else None
-    rates: dict[str, list[float]] = {"aelab": [], "aelab-fp32": [], "tutorial": [], "keras": []}
+    rates: dict[str, list[float]] = {"aelab": [], "aelab-fp32": [], "tutorial": [], "keras": [], "keras-bf16": []}
+    kerases = {"keras": keras, "keras-bf16": keras_bf16}
     fp32_folder = tempfile.TemporaryDirectory(dir=tmp)
     fp32 = FP32Contender(data, threads, rounds + warmup, fp32_folder.name)
     losses: dict[str, float] = {}
@@ -68,18 +69,18 @@ def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int,
         notes.append(keras_skip)
 
     def peers(round_index: int) -> None:
-        order = ["aelab-fp32", "tutorial", "keras"]
+        order = ["aelab-fp32", "keras-bf16", "tutorial", "keras"]
         order = order if round_index % 2 == 0 else order[::-1]
         for name in order:
             if name == "tutorial":
                 out = tutorial.epoch()
             elif name == "aelab-fp32":
                 out = fp32.epoch()
-            elif keras is not None and not any(n.startswith("Keras failed") for n in notes):
+            elif kerases[name] is not None and not any(n.startswith(f"{name} failed") for n in notes):
                 try:
-                    out = keras.call("throughput", x=npy, batch=cfg.batch_size, latent=cfg.latent)
+                    out = kerases[name].call("throughput", x=npy, batch=cfg.batch_size, latent=cfg.latent)
                 except PeerError as err:
-                    notes.append(f"Keras failed: {err}")
+                    notes.append(f"{name} failed: {err}")
                     continue
             else:
                 continue
@@ -109,7 +110,13 @@ def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int,
                      "precision": "fp32", **summary(rates["tutorial"])},
         "keras": {"what": "Keras 3 on TensorFlow, model.fit, same layers", "precision": "fp32",
                   **summary(rates["keras"])},
+        "keras-bf16": {"what": "Keras 3 on TensorFlow, model.fit, same layers, mixed_bfloat16 policy",
+                       "precision": "bf16", **summary(rates["keras-bf16"])},
     }
+    # Like with like: each aelab precision against Keras at the same precision. The headline is the ratio at
+    # aelab's default precision (the one the Trainer chose: bf16 where the CPU has it natively).
+    by_precision = {"fp32": ratio(med["aelab-fp32"], med["keras"]),
+                    "bf16": ratio(med["aelab"], med["keras-bf16"]) if trainer.precision == "bf16" else None}
     for name, c in contenders.items():
         c["final_loss"] = round(losses[name], 4) if name in losses else None
         c["fp32_ceiling_share"] = ceiling_share(c["median"], flops, gflops)
@@ -119,11 +126,16 @@ def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int,
         "model": "conv", "latent": cfg.latent, "batch": cfg.batch_size, "images_per_round": len(data.train),
         "rounds": rounds, "warmup_rounds": warmup, "threads": threads, "torch_threads": torch.get_num_threads(),
         "train_flops_per_image": round(flops), "contenders": contenders,
-        "ratio_vs_keras": ratio(med["aelab"], med["keras"]),
+        "ratio_vs_keras": by_precision[trainer.precision],
+        "ratio_vs_keras_by_precision": by_precision,
+        "ratio_bf16_vs_keras_fp32_mixed": ratio(med["aelab"], med["keras"]) if trainer.precision == "bf16" else None,
         "ratio_vs_tutorial": ratio(med["aelab"], med["tutorial"]),
         "ratio_bf16_vs_fp32": ratio(med["aelab"], med["aelab-fp32"]),
         "ratio_fp32_vs_keras": ratio(med["aelab-fp32"], med["keras"]),
-        "paired_ratios_vs_keras": [ratio(a, b) for a, b in zip(rates["aelab"], rates["keras"], strict=False)],
+        "paired_ratios_vs_keras": [ratio(a, b) for a, b in zip(
+            rates["aelab"], rates["keras-bf16" if trainer.precision == "bf16" else "keras"], strict=False)],
+        "paired_ratios_fp32_vs_keras": [ratio(a, b) for a, b in zip(rates["aelab-fp32"], rates["keras"],
+                                                                    strict=False)],
         "paired_ratios_vs_tutorial": [ratio(a, b) for a, b in zip(rates["aelab"], rates["tutorial"],
                                                                   strict=False)],
         "notes": notes,

@@ -149,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                 keras_skip, keras = f"Keras peer failed to start: {err}", None
         if keras_skip:
             say(keras_skip)
+        # Keras's mixed_bfloat16 peer: the equal-precision contender of aelab's bf16 path (where bf16 is native).
+        keras_bf16 = None
+        if keras is not None and bf16_gflops and "throughput" in args.sections:
+            keras_bf16, why = start_keras(args, threads, tmp, precision="bf16")
+            try:
+                results["keras_bf16_peer"] = keras_bf16.call("hello") if keras_bf16 else why
+            except Exception as err:  # noqa: BLE001
+                results["keras_bf16_peer"], keras_bf16 = f"Keras bf16 peer failed to start: {err}", None
         gflops = ceiling["gflops_best"]
         trained: dict[str, Any] = {}
         try:
@@ -159,15 +167,16 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"[{name}] running")
                 try:
                     sections[name] = run_section(name, args, bundle, threads, keras, keras_skip, gflops, target,
-                                                 tmp, trained, bf16_gflops)
+                                                 tmp, trained, bf16_gflops, keras_bf16)
                 except Exception as err:  # noqa: BLE001 - record it, keep the other sections
                     traceback.print_exc()
                     results["errors"].append(f"{name}: {type(err).__name__}: {err}")
                 say(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
                 results["fp32_matmul_checks"].append(matmul_gflops(seconds=mm_seconds)["gflops_best"])
         finally:
-            if keras is not None:
-                keras.close()
+            for peer in (keras, keras_bf16):
+                if peer is not None:
+                    peer.close()
     best = max(results["fp32_matmul_checks"])
     if best > ceiling["gflops_best"]:  # the ceiling is the best the machine showed in the whole run
         ceiling.update(gflops_best=best, note="best of the checks between sections")
@@ -184,7 +193,8 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def start_keras(args: argparse.Namespace, threads: int, tmp: str) -> tuple[Any, str | None]:
+def start_keras(args: argparse.Namespace, threads: int, tmp: str, precision: str = "fp32"
+                ) -> tuple[Any, str | None]:
     from bench_keras import KerasPeer, PeerError, available
 
     if not {"throughput", "quality"} & set(args.sections):
@@ -195,7 +205,7 @@ def start_keras(args: argparse.Namespace, threads: int, tmp: str) -> tuple[Any, 
     if why:
         return None, why
     try:
-        return KerasPeer(threads, tmp), None
+        return KerasPeer(threads, tmp, precision), None
     except PeerError as err:
         return None, f"Keras peer failed to start: {err}"
 
@@ -219,13 +229,13 @@ def trained_model(bundle: Any, threads: int, tmp: str, trained: dict[str, Any]) 
 
 def run_section(name: str, args: argparse.Namespace, bundle: Any, threads: int, keras: Any,
                 keras_skip: str | None, gflops: float, target: float, tmp: str, trained: dict[str, Any],
-                bf16_gflops: float | None = None) -> Any:
+                bf16_gflops: float | None = None, keras_bf16: Any = None) -> Any:
     if name == "throughput":
         from bench_throughput import run_throughput
 
         return run_throughput(bundle, images=args.round_images, rounds=args.rounds, warmup=args.warmup,
                               threads=threads, keras=keras, keras_skip=keras_skip, gflops=gflops, tmp=tmp,
-                              bf16_gflops=bf16_gflops)
+                              bf16_gflops=bf16_gflops, keras_bf16=keras_bf16)
     if name == "quality":
         from bench_quality import run_quality
 
