@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from aelab.config import RunConfig
 from aelab.data import DataBundle, load_dataset, to_float
-from aelab.device import select_device, select_precision
+from aelab.device import CoreShare, select_device, select_precision
 from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
 from aelab.files import atomic_write_text
 from aelab.models import Autoencoder, build_model, inference_batch, inference_copy
@@ -33,6 +33,7 @@ from aelab.training.losses import make_loss
 from aelab.training.optim import make_optimizer, make_scheduler
 from aelab.training.state import flatten_state, unflatten_state
 
+SHARE_SECONDS = 5.0  # how often a training without --threads measures the cores others leave free
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s", "best")
 
 
@@ -58,6 +59,10 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run: Run, bundle: DataBundle | None = None, resume: bool = False,
                  progress: bool = True, on_epoch_end: Callable[[LoopState], None] | None = None):
         self.cfg, self.run, self.progress, self.on_epoch_end = cfg, run, progress, on_epoch_end
+        # --threads N: exactly N. Unset: the cores other processes leave free, measured again every few seconds,
+        # so that two trainings on one machine share it instead of collapsing (benchmarks/bench_concurrency.py).
+        self.share = None if cfg.threads else CoreShare()
+        self._share_checked = time.perf_counter()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = select_device(cfg.device)
@@ -184,6 +189,7 @@ class Trainer:
         st, cfg = self.state, self.cfg
         if st.stopped:
             raise RunError(f"run {self.run.path} already finished ({st.stopped}); start a new run to train more")
+        self._adjust_threads(every=0.0, wait=0.3)
         if st.epoch == 0 and st.batch == 0 and not self.run.last.is_file():
             # A checkpoint before the first batch: a run killed, crashed or diverged in its first epoch resumes.
             self._save(self.run.last, full=True)
@@ -214,6 +220,16 @@ class Trainer:
             self._save(self.run.best, full=False)
         return st
 
+    def _adjust_threads(self, every: float = SHARE_SECONDS, wait: float = 0.0) -> None:
+        """With no --threads, use the cores the rest of the machine leaves free (checked every ``every`` s)."""
+        now = time.perf_counter()
+        if self.share is None or now - self._share_checked < every:
+            return
+        self._share_checked = now
+        threads = self.share.threads(wait)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+
     def _epoch(self) -> None:
         st, cfg = self.state, self.cfg
         perm = self._permutation(st.epoch)
@@ -242,6 +258,7 @@ class Trainer:
             st.seen += len(idx)
             st.epoch_seconds = start_seconds + time.perf_counter() - t0
             bar.update(1)
+            self._adjust_threads()
             if b % 10 == 0 or b + 1 == self.steps_per_epoch:
                 bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
                                 img_s=f"{(st.seen) / max(st.epoch_seconds, 1e-9):,.0f}")
