@@ -108,9 +108,17 @@ def evaluation_md(e: dict[str, Any]) -> list[str]:
             f"Metrics speed-up vs scikit-image: **{_f(e['speedup_vs_skimage'], '{:.1f}')}x** (means agree to "
             f"{max(e['peer']['abs_difference_of_means'].values()):.1e}). Parts (s): {parts}.", "",
             f"The floor of `evaluate_run`: its network passes ({e['test_images']:,} test images through the "
-            f"autoencoder, {e['train_images']:,} training images through the encoder for kNN-5) are "
+            f"autoencoder, kNN-5's sample of training images through the encoder) are "
             f"{_f(e.get('network_gflops'), '{:,.1f}')} GFLOP, {_f(e.get('network_seconds_at_fp32_ceiling'), '{:.2f}')}"
-            f" s at the fp32 ceiling."]
+            f" s at the fp32 ceiling.", *_knn_line(e.get("knn5"))]
+
+
+def _knn_line(k: dict[str, Any] | None) -> list[str]:
+    if not k:
+        return []
+    return ["", f"kNN-5 fitted on a fixed sample of {k['train_images_sample']:,} training codes (what `evaluate_run` "
+            f"does): accuracy {k['accuracy_sample']:.4f}; fitted on all {k['train_images_all']:,}: "
+            f"{k['accuracy_all']:.4f}."]
 
 
 def encoding_md(e: dict[str, Any]) -> list[str]:

@@ -42,7 +42,7 @@ NO_DATA = ("the real data was not found: set AELAB_DATA_DIR to the folder holdin
 # Modules of pure unit tests: they run without the data (their few real-data tests ask for ``data_root``).
 # Every other test module trains, evaluates or reads real images, and skips whole without the data.
 PURE_MODULES = {"test_architecture.py", "test_config.py", "test_models.py", "test_metrics.py", "test_fastpath.py",
-                "test_robustness.py"}
+                "test_robustness.py", "test_knn_sample.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
