@@ -158,6 +158,22 @@ def decode_paths(port: int, n: int, seed: int = 0) -> tuple[list[str], int]:
 
 
 # ------------------------------------------------------------------------------------------ the run
+def server_stack() -> dict[str, Any]:
+    """What serves: uvicorn picks httptools and uvloop when installed (uvicorn[standard]), else h11 and asyncio."""
+    import importlib.metadata
+    import importlib.util
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"uvicorn": version("uvicorn"), "starlette": version("starlette"),
+            "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+            "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
+
+
 def train_run(folder: Path) -> Path:
     exe = Path(sys.executable).with_name("aelab")
     out = folder / "explore-bench"
@@ -169,7 +185,7 @@ def train_run(folder: Path) -> Path:
 
 
 def render(r: dict[str, Any]) -> str:
-    m, lo, one = r["machine"], r["loaded"], r["single_client"]
+    m, lo, one, st = r["machine"], r["loaded"], r["single_client"], r["server_stack"]
     ok = "met" if r["goals_met"] else "NOT met"
     rows = [("requests/s", lo["requests_per_s"], one["requests_per_s"], f">= {GOALS['requests_per_s']:g}"),
             ("p50 latency (ms)", lo["p50_ms"], one["p50_ms"], f"<= {GOALS['p50_ms']:g}"),
@@ -185,7 +201,8 @@ def render(r: dict[str, Any]) -> str:
 {lo['requests']:,} `GET /api/decode?z=...` requests (one latent point each, every one different, PNG answer)
 from {lo['clients']} concurrent keep-alive clients on 127.0.0.1, after {r['warmup']} warm-up requests; then
 {one['requests']} from one client alone. Server: `aelab.explorer.serve` (Starlette on uvicorn), one process,
-{r['server_threads']} torch thread(s); model {r['model']}, latent {r['latent']}. Goals: **{ok}**.
+{r['server_threads']} torch thread(s), {st['http']} + {st['loop']} (uvicorn {st['uvicorn']}, Starlette
+{st['starlette']}); model {r['model']}, latent {r['latent']}. Goals: **{ok}**.
 
 | figure | {lo['clients']} clients | 1 client | goal |
 |---|---|---|---|
@@ -231,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["benchmarks/bench_explorer.py", *(argv if argv is not None else sys.argv[1:])])
     result = {"format": "aelab-bench-explorer-1", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
               "command": command.strip(), "machine": info, "load_average_end": load_average(),
-              "server_threads": a.threads, "model": hparams.get("model"), "latent": latent,
+              "server_threads": a.threads, "server_stack": server_stack(), "model": hparams.get("model"),
+              "latent": latent,
               "warmup": 200, "loaded": loaded, "single_client": single, "goals": GOALS, "goals_met": goals_met,
               "server_cpu_ms_per_request": round(1000.0 * cpu / a.requests, 3), "smoke": a.smoke}
     stem = f"{time.strftime('%Y-%m-%d')}-{machine_slug(info)}-explorer" + ("-smoke" if a.smoke else "")
