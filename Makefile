@@ -9,7 +9,7 @@ ifneq ($(wildcard ../shared/data/fashion-mnist),)
 export AELAB_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test lint setup browser bench clean
+.PHONY: demo test lint setup browser postgres bench clean
 
 setup: $(STAMP)
 
@@ -26,10 +26,17 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; the browser test will be skipped"; }
 
+# Debian's PostgreSQL server for the shared-study tests (each test starts its own server in a temporary folder).
+postgres:
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the shared-study tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"; }
+
 demo: $(STAMP)
 	$(VENV)/bin/aelab train --preset default
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

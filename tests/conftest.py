@@ -42,7 +42,8 @@ NO_DATA = ("the real data was not found: set AELAB_DATA_DIR to the folder holdin
 # Modules of pure unit tests: they run without the data (their few real-data tests ask for ``data_root``).
 # Every other test module trains, evaluates or reads real images, and skips whole without the data.
 PURE_MODULES = {"test_architecture.py", "test_config.py", "test_models.py", "test_metrics.py", "test_fastpath.py",
-                "test_robustness.py", "test_knn_sample.py"}
+                "test_robustness.py", "test_knn_sample.py",
+                "test_vae.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -97,5 +98,17 @@ def run_path(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
     out = tmp_path_factory.mktemp("run") / "small16"
     cfg = resolve(overrides=dict(train_limit=2000, epochs=2, batch_size=64, latent=16, width=0.5, threads=1,
                                  report=False))
+    train_job(cfg, out=out, progress=False, evaluate=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vae_run_path(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A real VAE run (model vae: the conv-modified backbone, width 0.5, latent 8, Bernoulli likelihood, a one-epoch
+    KL warm-up), 3 epochs on 2,000 training images, not evaluated; shared by the VAE evaluation, sampling,
+    report and export tests."""
+    out = tmp_path_factory.mktemp("run") / "vae8"
+    cfg = resolve(overrides=dict(model="vae", latent=8, width=0.5, train_limit=2000, epochs=3, batch_size=64,
+                                 kl_warmup=1, threads=1, report=False))
     train_job(cfg, out=out, progress=False, evaluate=False)
     return out

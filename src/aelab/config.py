@@ -21,9 +21,12 @@ LOSSES = ("bce", "mse", "mse+ssim", "bce+ssim")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
 DATASET_NAMES = ("fashion-mnist", "mnist")
-MODEL_NAMES = ("dense", "conv", "conv-modified")
+MODEL_NAMES = ("dense", "conv", "conv-modified", "vae", "vae-dense")
+VAE_MODELS = ("vae", "vae-dense")  # variational: trained on the negative ELBO, not on --loss (docs/vae.md)
+LIKELIHOODS = ("bernoulli", "gaussian")
 ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "gelu", "tanh")
 PRECISIONS = ("auto", "fp32", "bf16")
+NOISE_KINDS = {"gaussian": "SIGMA", "salt-pepper": "P", "mask": "FRACTION"}  # --noise KIND:LEVEL (data/noise.py)
 MAX_WIDTH = 16.0  # x16 channels: conv-modified at ~100x the default's parameters, beyond any use on 28x28 images
 
 
@@ -53,19 +56,34 @@ class RunConfig:
     batch_norm: bool | None = opt(None, "batch norm on/off (default: the model's own, on for conv-modified)",
                                   group="model")
     # training
-    loss: str = opt("mse+ssim", "training loss; '+ssim' adds ssim_weight * (1 - SSIM)", LOSSES, "training")
+    loss: str = opt("mse+ssim", "training loss; '+ssim' adds ssim_weight * (1 - SSIM) (VAE models: not used, "
+                                "they train on the negative ELBO)", LOSSES, "training")
     ssim_weight: float = opt(0.1, "weight of (1 - SSIM) in the mixed losses", group="training")
+    # variational autoencoders (model vae, vae-dense)
+    likelihood: str = opt("bernoulli", "VAE: p(x|z), bernoulli (BCE) or gaussian (MSE with a standard deviation)",
+                          LIKELIHOODS, "vae")
+    sigma: float | None = opt(None, "VAE, gaussian likelihood: fixed standard deviation of the pixels (default: "
+                                    "learned, one value for all pixels)", group="vae")
+    beta: float = opt(1.0, "VAE: weight of the KL term (1: the ELBO; beta-VAE otherwise)", group="vae")
+    kl_warmup: float = opt(0.0, "VAE: epochs over which the KL weight rises linearly from 0 to beta (0: none)",
+                           group="vae")
+    free_bits: float = opt(0.0, "VAE: nats per latent dimension (batch mean) below which the KL is not "
+                                "penalised (free bits, Kingma et al. 2016; 0: none)", group="vae")
     optimizer: str = opt("adamw", "optimizer", OPTIMIZERS, "training")
     lr: float = opt(3e-3, "(peak) learning rate", group="training")
     weight_decay: float = opt(1e-4, "weight decay", group="training")
     schedule: str = opt("onecycle", "learning-rate schedule over the planned epochs", SCHEDULES, "training")
-    batch_size: int = opt(128, "images per step", group="training")
+    batch_size: int = opt(128, "images per step (with several processes: in all, split among them)",
+                          group="training")
     epochs: int = opt(12, "maximum number of epochs", group="training")
     patience: int = opt(5, "early stopping: epochs without validation improvement (0 turns it off)",
                         group="training")
     min_delta: float = opt(0.0, "early stopping: smallest validation-loss decrease that counts", group="training")
     max_minutes: float | None = opt(None, "stop after the epoch that would overrun this many minutes",
                                     group="training")
+    noise: str | None = opt(None, "denoising: corrupt the training inputs (the target stays clean) with "
+                                  "gaussian:SIGMA, salt-pepper:P or mask:FRACTION (docs/denoising.md)",
+                            group="training")
     seed: int = opt(0, "random seed (split, initialisation, shuffling, dropout)", group="training")
     threads: int | None = opt(None, "CPU threads for torch (default: all cores)", group="training")
     device: str = opt("auto", "cpu, cuda, mps or auto (on CUDA: data on the GPU)", group="training")
@@ -74,6 +92,9 @@ class RunConfig:
                          PRECISIONS, "training")
     compile: bool = opt(False, "torch.compile the model (helps on CUDA; measured slower on small CPUs)",
                         group="training")
+    sync_batch_norm: bool = opt(False, "several processes (--nproc, torchrun): batch norm over the whole global "
+                                       "batch (SyncBatchNorm, CUDA only); off: each process normalises its share",
+                                group="training")
     # output
     name: str | None = opt(None, "run name (default: dataset-model-latent-time)", group="output")
     report: bool = opt(True, "write figures and report.html when training ends", group="output")
@@ -116,7 +137,51 @@ class RunConfig:
                 raise ConfigError(f"invalid {key} {getattr(self, key.replace('-', '_'))!r}; {fix}")
         if self.val_fraction == 0 and self.patience > 0:
             raise ConfigError("early stopping needs a validation split; set --val-fraction > 0 or --patience 0")
+        self._validate_vae()
+        parse_noise(self.noise)
+        if self.noise and self.is_vae:
+            raise ConfigError("--noise is for the plain autoencoders (dense, conv, conv-modified); drop it for a VAE")
         return self
+
+    def _validate_vae(self) -> None:
+        """The VAE options: valid values, and given only for a VAE model."""
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"unknown likelihood {self.likelihood!r}; choose one of: {', '.join(LIKELIHOODS)}")
+        for key, ok, fix in (("sigma", self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0),
+                              "use --sigma > 0, e.g. 0.1, or leave it out to learn it"),
+                             ("beta", math.isfinite(self.beta) and self.beta >= 0, "use --beta >= 0, e.g. 1"),
+                             ("kl-warmup", math.isfinite(self.kl_warmup) and self.kl_warmup >= 0,
+                              "use --kl-warmup >= 0 (epochs)"),
+                             ("free-bits", math.isfinite(self.free_bits) and self.free_bits >= 0,
+                              "use --free-bits >= 0 (nats per latent dimension)")):
+            if not ok:
+                raise ConfigError(f"invalid {key} {getattr(self, key.replace('-', '_'))!r}; {fix}")
+        if self.sigma is not None and self.likelihood != "gaussian":
+            raise ConfigError("--sigma applies to the gaussian likelihood only; drop it or add --likelihood gaussian")
+        if self.model not in VAE_MODELS:
+            given = [k for k, default in (("likelihood", "bernoulli"), ("sigma", None), ("beta", 1.0),
+                                          ("kl_warmup", 0.0), ("free_bits", 0.0)) if getattr(self, k) != default]
+            if given:
+                raise ConfigError(f"--{given[0].replace('_', '-')} applies to the VAE models only ("
+                                  f"{', '.join(VAE_MODELS)}); drop it or use --model vae")
+
+    @property
+    def is_vae(self) -> bool:
+        return self.model in VAE_MODELS
+
+    def objective(self) -> str:
+        """What the run trains on, in words (the report's and metrics.json's 'loss')."""
+        if not self.is_vae:
+            return self.loss
+        likelihood = self.likelihood
+        if likelihood == "gaussian":
+            likelihood += " (sigma learned)" if self.sigma is None else f" (sigma {self.sigma:g})"
+        parts = [f"negative ELBO, {likelihood}", f"beta {self.beta:g}"]
+        if self.kl_warmup:
+            parts.append(f"KL warm-up {self.kl_warmup:g} epochs")
+        if self.free_bits:
+            parts.append(f"free bits {self.free_bits:g}")
+        return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,8 +192,31 @@ class RunConfig:
                     train_limit=self.train_limit)
 
     def model_kwargs(self) -> dict[str, Any]:
-        return dict(latent=self.latent, width=self.width, activation=self.activation, dropout=self.dropout,
-                    batch_norm=self.batch_norm)
+        kwargs = dict(latent=self.latent, width=self.width, activation=self.activation, dropout=self.dropout,
+                      batch_norm=self.batch_norm)
+        if self.is_vae:
+            kwargs.update(likelihood=self.likelihood, sigma=self.sigma)
+        return kwargs
+
+
+def parse_noise(text: str | None) -> tuple[str, float] | None:
+    """``KIND:LEVEL`` (``gaussian:0.3``, ``salt-pepper:0.1``, ``mask:0.25``) -> (kind, level); None or '' -> None;
+    anything else raises ``ConfigError``. The corruptions themselves are in ``aelab.data.noise``."""
+    if text is None or not str(text).strip():
+        return None
+    kind, _, level = str(text).strip().lower().partition(":")
+    forms = ", ".join(f"{k}:{v}" for k, v in NOISE_KINDS.items())
+    if kind not in NOISE_KINDS:
+        raise ConfigError(f"unknown noise {text!r}; use one of {forms} (e.g. gaussian:0.3)")
+    try:
+        value = float(level)
+    except ValueError:
+        raise ConfigError(f"noise {text!r} needs a number after the colon, e.g. {kind}:0.3") from None
+    upper = math.inf if kind == "gaussian" else 1.0
+    if not (math.isfinite(value) and 0.0 < value <= upper):
+        rng = "> 0" if kind == "gaussian" else "in (0, 1]"
+        raise ConfigError(f"invalid noise level {level!r} for {kind}; give {NOISE_KINDS[kind]} {rng}")
+    return kind, value
 
 
 def fields_by_name() -> dict[str, dataclasses.Field]:
@@ -145,6 +233,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed-256": dict(model="conv-modified", latent=256),
     "mnist-dense-2d": dict(dataset="mnist", model="dense", latent=2, loss="mse", optimizer="adam", lr=1e-3,
                            weight_decay=0.0, schedule="cosine", batch_size=256, epochs=20),
+    # VAEs (docs/vae.md): the default recipe's optimizer and schedule, a Gaussian likelihood with a learned sigma
+    "seed-vae-2d": dict(model="vae", latent=2, likelihood="gaussian", kl_warmup=2.0, epochs=12,
+                        dataset="fashion-mnist"),
+    "mnist-vae-2d": dict(model="vae", latent=2, likelihood="gaussian", kl_warmup=2.0, epochs=12, dataset="mnist"),
 }
 PRESET_HELP = {
     "default": "the measured default recipe (conv-modified, latent 64, MSE+0.1(1-SSIM), AdamW, one-cycle, "
@@ -154,6 +246,9 @@ PRESET_HELP = {
     "seed-128": "dimension reduction: conv-modified at latent 128",
     "seed-256": "dimension reduction: conv-modified at latent 256",
     "mnist-dense-2d": "dense, MNIST, latent 2, MSE",
+    "seed-vae-2d": "VAE (conv-modified backbone), latent 2, Gaussian likelihood (learned sigma), 2-epoch KL "
+                   "warm-up, Fashion-MNIST: the 2-D prior manifold to look at",
+    "mnist-vae-2d": "the same VAE on MNIST",
 }
 
 

@@ -56,7 +56,7 @@ def test_ctrl_c_mid_epoch_then_resume_matches_straight_run(tmp_path):
     proc = subprocess.Popen([aelab_exe(), "train", "--out", str(parted), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (parted / "last.safetensors").exists() and time.time() < deadline:  # wait for epoch 1
+    while not (parted / "history.csv").exists() and time.time() < deadline:  # wait for the end of epoch 1
         time.sleep(0.05)
     time.sleep(0.7)  # now in the middle of epoch 2
     proc.send_signal(signal.SIGINT)
@@ -120,8 +120,8 @@ def test_nan_loss_exits_cleanly(tmp_path):
 def test_a_log_file_gets_one_line_per_epoch_and_no_carriage_returns(tmp_path, data_root):
     """Not a terminal (a log file, CI): no progress bar redrawn with carriage returns, one line per epoch."""
     out = tmp_path / "run"
-    r = subprocess.run([aelab_exe(), "train", "--train-limit", "600", "--epochs", "3", "--latent", "4", "--width", "0.25",
-                        "--threads", "1", "--no-report", "--no-eval", "--out", str(out)],
+    r = subprocess.run([aelab_exe(), "train", "--train-limit", "600", "--epochs", "3", "--latent", "4", "--width",
+                        "0.25", "--threads", "1", "--no-report", "--no-eval", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     log = r.stdout + r.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,9 @@ import optuna
 import pytest
 import yaml
 from click.testing import CliRunner
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
 from aelab.cli import main
 from aelab.config import resolve
@@ -36,8 +38,9 @@ def settings(tmp: Path, space_text: str = SPACE, **kw) -> TuneSettings:
 
 
 def trials(folder: Path) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}")
-    return study.get_trials(deepcopy=False)
+    """The study's trials, read from its journal file with Optuna's own storage class."""
+    journal = JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    return optuna.load_study(study_name="s", storage=journal).get_trials(deepcopy=False)
 
 
 def test_rerun_continues_the_study_and_its_trial_count(tmp_path: Path) -> None:
@@ -69,14 +72,42 @@ def test_rerun_continues_the_study_and_its_trial_count(tmp_path: Path) -> None:
     assert not (trial0 / "last.safetensors").exists()
 
 
-def test_two_workers_on_one_sqlite_study_both_contribute(tmp_path: Path) -> None:
+def test_two_workers_share_one_journal_study_with_distinct_trials(tmp_path: Path) -> None:
     summary = tune(settings(tmp_path, trials=4, jobs=2))
-    done = [t for t in trials(tmp_path / "study") if t.state.is_finished()]
-    assert summary["trials"]["complete"] + summary["trials"]["pruned"] >= 4
+    assert not (tmp_path / "study" / "study.db").exists()  # --jobs N: the journal file, not SQLite
+    done = [t for t in trials(tmp_path / "study") if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 4 and summary["trials"]["complete"] + summary["trials"]["pruned"] == 4
     pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in done}
-    # the queued base trial (trial 0) runs in this process first; then two worker processes share the rest
-    assert int(done[0].user_attrs["worker"].rsplit(":", 1)[1]) == os.getpid()
-    assert len(pids - {os.getpid()}) == 2, pids
+    assert len(pids) == 2 and os.getpid() not in pids, pids  # both worker processes contributed
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 4  # no two workers drew the same trial
+    folders = {t.user_attrs["run"] for t in done}
+    assert len(folders) == 4 and all(Path(f).parent == tmp_path / "study" / "trials" for f in folders)
+
+
+def test_two_tune_commands_started_together_on_one_new_study_work_together(tmp_path: Path) -> None:
+    """Two 'aelab tune' on one new study folder (no server: the journal file): distinct trials, exactly the
+    number asked for, the base configuration once, no folder of another deleted, the best retrained once."""
+    out = tmp_path / "study"
+    left = out / "trials" / "trial-0000"  # a folder of that name left by an older study: never deleted
+    left.mkdir(parents=True)
+    (left / "notes.txt").write_text("mine")
+    cmd = [aelab_exe(), "tune", "--out", str(out), "--study", "s", "--trials", "3", "--sampler", "random", "-q",
+           "--model", "dense", "--width", "0.25", "--latent", "8", "--train-limit", "800", "--epochs", "1",
+           "--threads", "1", "--no-report", "--patience", "0"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    results = [(p.returncode, *o) for p, o in zip(procs, outputs, strict=True)]
+    assert [code for code, _, _ in results] == [0, 0], results
+    got = trials(out)
+    done = [t for t in got if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 3
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 3  # the sampler seed is per trial, not per count
+    assert sum(t.user_attrs.get("note") == "the base configuration" for t in got) == 1
+    assert (left / "notes.txt").read_text() == "mine"
+    runs = {t.user_attrs["run"] for t in done}
+    assert len(runs) == 3 and str(left) not in runs and all((Path(r) / "history.csv").is_file() for r in runs)
+    assert len(list(out.glob("best-trial-*"))) == 1
+    assert sorted("(here)" in stdout for _, stdout, _ in results) == [False, True]
 
 
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(tmp_path: Path) -> None:
@@ -106,8 +137,7 @@ def test_a_killed_trial_is_marked_failed_and_the_study_goes_on(tmp_path: Path) -
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    states = sqlite3.connect(out / "study.db").execute("select state from trials").fetchall()
-    assert states == [("RUNNING",)]
+    assert [t.state for t in trials(out)] == [TrialState.RUNNING]
     time.sleep(5)  # the heartbeat grace period (4 s) passes
 
     runner = CliRunner()
@@ -117,7 +147,10 @@ def test_a_killed_trial_is_marked_failed_and_the_study_goes_on(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     got = [(t.number, t.state.name) for t in trials(out)]
     assert got == [(0, "FAIL"), (1, "COMPLETE")]
-    assert "killed or crashed" in (out / "trials.md").read_text()
+    retry = trials(out)[1]  # the killed trial queued again, with its own options, and run
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == trials(out)[0].params
+    table = (out / "trials.md").read_text()
+    assert "killed or crashed" in table and "a new run of trial 0" in table
 
 
 def test_the_exported_best_config_trains(tmp_path: Path) -> None:

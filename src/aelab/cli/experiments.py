@@ -35,11 +35,14 @@ def _latents(text: str | None) -> list[int] | None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="study folder [default: tune/<study>]")
 @click.option("--storage", default=None, metavar="URL",
-              help="database URL shared by workers on several machines, e.g. postgresql://host/db "
-                   "[default: sqlite:///<out>/study.db]")
+              help="database shared by workers on several machines, e.g. postgresql+psycopg://user:password@host/db "
+                   "(pip install 'aelab[postgres]') [default: <out>/study.journal, Optuna's journal file: safe for "
+                   "any number of worker processes on this machine]")
 @click.option("--trials", type=int, default=20, show_default=True,
               help="finished trials the study should hold in all; a rerun runs only the missing ones")
-@click.option("--jobs", type=int, default=1, show_default=True, help="worker processes on this machine")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="worker processes on this machine, sharing the study's storage; more 'aelab tune' with the same "
+                   "--out (or --storage) may join, here or on other machines")
 @click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
               show_default=True, help="stops poor trials early, fed with the validation loss after each epoch")

@@ -6,6 +6,7 @@ The PCA baseline has the run's latent size and is fitted on the run's own traini
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +15,13 @@ import numpy as np
 import torch
 
 from aelab.data import DataBundle, load_dataset, to_float
+from aelab.data.noise import NoiseSpec
+from aelab.evaluation.denoise import evaluate_denoising
 from aelab.evaluation.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics, summarize
 from aelab.evaluation.passes import encode_all, encode_reconstruct_all, fit_pca
+from aelab.evaluation.vae import IWAE_IMAGES, IWAE_K, plain_section, vae_metrics
 from aelab.files import write_json
-from aelab.models import Autoencoder, PCAModel, count_parameters
+from aelab.models import VAE, Autoencoder, PCAModel, count_parameters
 from aelab.runs import Run, load_checkpoint
 
 METRICS_FORMAT = "aelab-metrics-1"
@@ -93,19 +97,28 @@ def evaluate_model(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: 
     return evaluate_test(model, bundle, pca, seed)[0]
 
 
-def evaluate_run(run: Run, bundle: DataBundle | None = None, model: Autoencoder | None = None) -> dict[str, Any]:
-    """Evaluate a trained run on its test split and write ``metrics.json``; returns the metrics."""
-    return evaluate_run_passes(run, bundle, model)[0]
+def evaluate_run(run: Run, bundle: DataBundle | None = None, model: Autoencoder | None = None,
+                 iwae_k: int = IWAE_K, iwae_images: int = IWAE_IMAGES, plain: str | os.PathLike | None = None
+                 ) -> dict[str, Any]:
+    """Evaluate a trained run on its test split and write ``metrics.json``; returns the metrics.
+
+    A VAE run also gets its ``vae`` section (``evaluation.vae``: ELBO, IWAE bound with ``iwae_k`` samples, KL per
+    dimension, active units; the IWAE on ``iwae_images`` test images, 0: all) and, with ``plain`` (a plain
+    autoencoder's run folder), that run's overall metrics to show beside it.
+    """
+    return evaluate_run_passes(run, bundle, model, iwae_k=iwae_k, iwae_images=iwae_images, plain=plain)[0]
 
 
-def evaluate_run_passes(run: Run, bundle: DataBundle | None = None, model: Autoencoder | None = None
-                        ) -> tuple[dict[str, Any], TestPasses]:
+def evaluate_run_passes(run: Run, bundle: DataBundle | None = None, model: Autoencoder | None = None,
+                        iwae_k: int = IWAE_K, iwae_images: int = IWAE_IMAGES,
+                        plain: str | os.PathLike | None = None) -> tuple[dict[str, Any], TestPasses]:
     """``evaluate_run``, also returning the per-image test passes (the report reuses them)."""
     with run.writing():
-        return _evaluate_run(run, bundle, model)
+        return _evaluate_run(run, bundle, model, iwae_k, iwae_images, plain)
 
 
-def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
+def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None, iwae_k: int = IWAE_K,
+                  iwae_images: int = IWAE_IMAGES, plain: str | os.PathLike | None = None
                   ) -> tuple[dict[str, Any], TestPasses]:
     cfg = run.config()
     model = model if model is not None else run.load_model("best")
@@ -120,14 +133,22 @@ def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
     metrics = {
         "format": METRICS_FORMAT,
         "run": {"name": run.path.name, "dataset": cfg.dataset, "model": cfg.model, "latent": cfg.latent,
-                "loss": cfg.loss, "parameters": count_parameters(model), **training},
+                "loss": cfg.objective(), "parameters": count_parameters(model), **training},
         "split": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                   "classes": [bundle.classes[int(c)] for c in np.unique(bundle.test.labels.numpy())],
                   "source": bundle.source, "knn_train": int(min(len(bundle.train), KNN_TRAIN_SAMPLE))},
         "ssim_definition": SSIM_DEFINITION,
         **results,
-        "eval_seconds": round(time.perf_counter() - t0, 2),
     }
+    if isinstance(model, VAE):
+        metrics["vae"] = vae_metrics(model, bundle.test.images, cfg.dataset, k=iwae_k, seed=cfg.seed,
+                                     iwae_images=iwae_images)
+    if plain is not None:
+        metrics["plain_autoencoder"] = plain_section(plain, cfg, len(bundle.test))
+    spec = NoiseSpec.parse(cfg.noise)
+    if spec is not None:  # a denoising run: the noisy test set, beside three baselines (evaluation.denoise)
+        metrics["denoising"] = evaluate_denoising(model, bundle, spec, pca, cfg.seed)[0]
+    metrics["eval_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(run.metrics, metrics)
     return metrics, passes
 

@@ -22,6 +22,7 @@ from aelab.files import atomic_write_text
 from aelab.report import write_report
 from aelab.runs import Run, load_checkpoint
 from aelab.training import Trainer
+from aelab.training.distributed import make_trainer
 
 
 def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
@@ -73,7 +74,7 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
                 target = run.path / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         try:
-            trainer = Trainer(cfg, run, bundle=bundle, progress=progress)
+            trainer = make_trainer(cfg, run, bundle=bundle, progress=progress)  # several processes: DDP
         except BaseException:
             if created:
                 shutil.rmtree(run.path, ignore_errors=True)
@@ -98,7 +99,7 @@ def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progre
         if fresh:
             warnings.warn(f"{run.path} stopped before its first checkpoint; training it from the start",
                           stacklevel=2)
-        trainer = Trainer(cfg, run, resume=not fresh, progress=progress)
+        trainer = make_trainer(cfg, run, resume=not fresh, progress=progress)
         return _finish(run, trainer, evaluate)
 
 

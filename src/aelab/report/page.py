@@ -24,8 +24,10 @@ from aelab.data import DataBundle
 from aelab.device import thread_limits
 from aelab.evaluation import COLUMNS, TestPasses
 from aelab.files import atomic_write_bytes, atomic_write_text
+from aelab.report.denoise import denoise_context
 from aelab.report.inputs import RunInputs, check_run, gather_views
 from aelab.report.run_figures import SCATTER_SAMPLE, TSNE_SAMPLE, FigureOut, make_figures
+from aelab.report.vae import plain_context, vae_context
 from aelab.runs import Run
 
 
@@ -50,6 +52,7 @@ def page_context(inputs: RunInputs, figures: list[FigureOut]) -> dict[str, Any]:
     cfg, m = inputs.cfg, inputs.metrics
     ae, pca = m["autoencoder"], m["pca"]
     higher_better = {"ssim", "ssim7", "psnr", "knn5", "trustworthiness"}
+    plain = plain_context(m, [k for k, _, _ in COLUMNS])  # a plain autoencoder beside a VAE, when given
     overall = []
     for key, label, _ in COLUMNS:
         a, p = ae["overall"].get(key), pca["overall"].get(key)
@@ -57,6 +60,7 @@ def page_context(inputs: RunInputs, figures: list[FigureOut]) -> dict[str, Any]:
         if a is not None and p is not None and a != p:
             better = "autoencoder" if (a > p) == (key in higher_better) else "pca"
         overall.append({"key": key, "label": label, "ae": _fmt(key, a), "pca": _fmt(key, p),
+                        "plain": _fmt(key, plain["values"].get(key)) if plain else "",
                         "ae_raw": a, "pca_raw": p, "better": better,
                         "hint": "higher is better" if key in higher_better else "lower is better"})
     per_class = []
@@ -95,6 +99,9 @@ def page_context(inputs: RunInputs, figures: list[FigureOut]) -> dict[str, Any]:
                                      "fp32": "fp32"}.get(r.get("precision") or "", "not recorded")),
                      ("evaluation time", _duration(m.get("eval_seconds")))],
         "overall": overall,
+        "plain": plain,
+        "vae": vae_context(m),
+        "denoising": denoise_context(m),
         "per_class": per_class,
         "ssim_definition": m.get("ssim_definition", ""),
         "figures": [{"id": f.name.removesuffix(".png"), "title": f.title, "caption": f.caption,

@@ -14,7 +14,9 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from aelab.report import figures as F
+from aelab.report.denoise import denoise_figures
 from aelab.report.inputs import RunInputs, SplitViews
+from aelab.report.vae import vae_figures
 
 SCATTER_SAMPLE = 5000  # test images in the latent scatter (PCA map, or the 2-D latent itself)
 TSNE_SAMPLE = 2000     # of those, the ones t-SNE / UMAP maps (t-SNE costs ~10-30 s for 2,000 on 2 cores)
@@ -92,9 +94,10 @@ def make_figures(inputs: RunInputs, views: SplitViews, tsne_sample: int = TSNE_S
     stop = {"early-stopping": "stopped early", "time-budget": "stopped by the time budget",
             "completed": "ran every planned epoch"}.get(str(r.get("stopped")), str(r.get("stopped") or "?"))
     add("training.png", "Training curves",
-        f"Loss per epoch ({cfg.loss}) on the training and validation images, and the learning rate; the best "
+        f"Loss per epoch ({cfg.objective()}) on the training and validation images, and the learning rate; the best "
         f"validation epoch ({r.get('best_epoch')}) is the checkpoint evaluated; training {stop}.",
-        F.training_curves(inputs.history, r.get("best_epoch"), r.get("stopped"), cfg.loss,
+        F.training_curves(inputs.history, r.get("best_epoch"), r.get("stopped"),
+                          "negative ELBO, nats per image" if cfg.is_vae else cfg.loss,
                           f"Training of {inputs.run.path.name}"))
 
     # Decoded manifold and interpolation.
@@ -110,6 +113,12 @@ def make_figures(inputs: RunInputs, views: SplitViews, tsne_sample: int = TSNE_S
         f"lines: the means over all test images.",
         F.per_class_quality(classes, ae_ssim, pca_ssim, m["autoencoder"]["overall"]["ssim"],
                             m["pca"]["overall"]["ssim"], f"SSIM per class, autoencoder vs PCA ({run_tag})"))
+    if cfg.is_vae:  # samples from the prior, the manifold over its quantiles, the KL per dimension
+        for name, title, caption, fig in vae_figures(m, views.decode, d, cfg.seed, run_tag):
+            add(name, title, caption, fig)
+    if cfg.noise:  # a denoising run: noisy | denoised | clean, SSIM per method (report.denoise)
+        for name, title, caption, fig in denoise_figures(inputs.model, cfg, inputs.run.load_pca(), run_tag):
+            add(name, title, caption, fig)
     return out
 
 

@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 from aelab.config import RunConfig
 from aelab.data import DataBundle, load_dataset, to_float
+from aelab.data.noise import TRAIN_STREAM, VAL_STREAM, NoiseSpec, corrupt_images, generator_for
 from aelab.device import CoreShare, select_device, select_precision
 from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
 from aelab.files import atomic_write_text
-from aelab.models import Autoencoder, build_model, inference_batch, inference_copy
+from aelab.models import Autoencoder, build_model, inference_batch, inference_copy, is_convolutional
 from aelab.runs import Run, load_checkpoint, save_checkpoint
 from aelab.training.losses import make_loss
 from aelab.training.optim import make_optimizer, make_scheduler
@@ -73,10 +74,13 @@ class Trainer:
         # side). Known cost: channels-last BatchNorm2d in fp32 normalises with ~1e-4 relative error, so the
         # gradients of a deep batch-norm model drift from the NCHW ones by percents (tests/test_fastpath.py,
         # strict xfail); training reaches the same quality (benchmarks/results/recipe.jsonl).
-        self.channels_last = cfg.model != "dense"
+        self.channels_last = is_convolutional(self.model)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = make_loss(cfg)
+        self.loss_fn = make_loss(cfg, self.model)  # a VAE's loss reads its own likelihood terms
+        # Denoising (--noise): inputs corrupted on the fly, the target clean; a batch's noise is a pure function of
+        # (seed, epoch, batch), so a resumed run draws the same noise (data/noise.py).
+        self.noise = NoiseSpec.parse(cfg.noise)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         # bf16 autocast for the forward pass (weights, optimizer and loss stay fp32): on CUDA, and on CPUs with
         # native bf16, where it trains the base model 2x faster than fp32 at the same quality (benchmarks/README.md).
@@ -102,6 +106,8 @@ class Trainer:
         self.state = LoopState()
         self.train_x = self.bundle.train.images.to(self.device)
         self.val_x = self.bundle.val.images.to(self.device)
+        self.val_noisy = corrupt_images(self.bundle.val.images, self.noise, cfg.seed, VAL_STREAM).to(self.device) \
+            if self.noise else None  # fixed noise: successive validation losses differ by the weights only
         self._stop_requested = False
         if resume:
             self._restore()
@@ -120,8 +126,12 @@ class Trainer:
             meta["loop"] = asdict(self.state)
         save_checkpoint(path, tensors, meta)
 
+    def _read_last(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, meta) of ``last.safetensors``; several processes read rank 0's copy (training.distributed)."""
+        return load_checkpoint(self.run.last)
+
     def _restore(self) -> None:
-        tensors, meta = load_checkpoint(self.run.last)
+        tensors, meta = self._read_last()
         if "loop" not in meta:
             raise RunError(f"{self.run.last} holds no training state; it cannot be resumed, start a new run")
         if meta.get("hparams") != self.model.hparams:
@@ -157,6 +167,15 @@ class Trainer:
         x = to_float(images)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def _noisy(self, whole: torch.Tensor, epoch: int, b: int) -> torch.Tensor:
+        """This process's share of batch ``b`` of ``epoch`` (``whole``: all its images), corrupted: the noise is
+        drawn for the whole batch, so each image gets the same noise whatever the number of processes, and after
+        a resume."""
+        assert self.noise is not None
+        full = self.noise.apply(whole, generator_for(self.cfg.seed, TRAIN_STREAM, epoch, b, self.device))
+        x = self._share_of(full)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+
     def validation_loss(self) -> float:
         """Mean loss on the validation split, in fp32 on the inference copy (batch norm folded), whatever the
         training precision: it picks the best checkpoint and drives early stopping."""
@@ -168,12 +187,27 @@ class Trainer:
             batch = inference_batch(self.device)
             for i in range(0, len(self.val_x), batch):
                 x = self._batch(self.val_x[i:i + batch])
-                total += float(self.loss_fn(fast(x).float(), x)) * len(x)
+                if self.val_noisy is None:
+                    total += float(self.loss_fn.validation(fast, x)) * len(x)
+                else:  # a denoising run: the noisy input against the clean image
+                    noisy = self.val_noisy[i:i + batch]
+                    noisy = noisy.contiguous(memory_format=torch.channels_last) if self.channels_last else noisy
+                    total += float(self.loss_fn.validation(fast, x, inputs=noisy)) * len(x)
         return total / len(self.val_x)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.train_x), generator=g).to(self.device)
+
+    # Two hooks for training on several processes (training.distributed.DistributedTrainer overrides them).
+    def _share_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """The indices of ``batch`` (one optimizer step's images) this process trains on: all of them."""
+        return batch
+
+    def _batch_loss(self, loss: torch.Tensor, share: int, total: int) -> tuple[torch.Tensor, float]:
+        """(the loss to back-propagate, the batch's mean loss as a number) for a share of ``share`` of ``total``
+        images."""
+        return loss, float(loss.detach())
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._stop_requested:  # a second Ctrl-C: stop now
@@ -240,12 +274,15 @@ class Trainer:
         start_seconds = st.epoch_seconds
         for b in range(st.batch, self.steps_per_epoch):
             end = (b + 1) * cfg.batch_size if b + 1 < self.steps_per_epoch else len(perm)
-            idx = perm[b * cfg.batch_size:end]
+            batch = perm[b * cfg.batch_size:end]
+            idx = self._share_of(batch)  # this process's images of the batch (all of them but with several)
             x = self._batch(self.train_x[idx])
+            x_in = x if self.noise is None else self._noisy(x if idx is batch else self._batch(self.train_x[batch]),
+                                                            st.epoch, b)
             with self.autocast:
-                logits = self.forward(x)
-            loss = self.loss_fn(logits.float(), x)
-            value = float(loss.detach())
+                out = self.forward(x_in)  # logits, or a VAE's VAEOutput; the loss compares with the clean x
+            loss = self.loss_fn(out, x, epoch=st.epoch + b / self.steps_per_epoch)  # epoch: a VAE's KL warm-up
+            loss, value = self._batch_loss(loss, len(idx), len(batch))  # value: the whole batch's mean loss
             if not math.isfinite(value):
                 raise TrainingDiverged(f"the loss became {value} at epoch {st.epoch + 1}, batch {b + 1}; lower "
                                        f"--lr (now {cfg.lr:g}) or change --loss/--optimizer")
@@ -254,8 +291,8 @@ class Trainer:
             self.opt.step()
             self.sched.step()
             st.batch, st.step = b + 1, st.step + 1
-            st.loss_sum += value * len(idx)
-            st.seen += len(idx)
+            st.loss_sum += value * len(batch)
+            st.seen += len(batch)
             st.epoch_seconds = start_seconds + time.perf_counter() - t0
             bar.update(1)
             self._adjust_threads()

@@ -38,6 +38,7 @@ from aelab.config import RunConfig
 from aelab.data import DataBundle, Split, split_indices, to_pixels, to_uint8
 from aelab.data.pixels import PIXELS
 from aelab.errors import ConfigError, InputError, Interrupted
+from aelab.evaluation.detector import fit_detector
 from aelab.evaluation.metrics import ssim_per_image
 from aelab.runs import Run, model_from_checkpoint
 from aelab.training import Trainer
@@ -104,6 +105,9 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         CPU threads for torch during fit (None: torch's default).
     verbose : bool, default False
         Show the progress bar and one line per epoch.
+    contamination : float, default 0.05
+        For ``predict``: the share of normal images flagged; the threshold is the ``1 - contamination`` quantile
+        of the reconstruction MSE of the validation share of X (of X itself when ``val_fraction`` is 0).
 
     Attributes
     ----------
@@ -117,6 +121,9 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         The epoch whose weights are kept.
     history_ : list of dict
         Per-epoch train and validation loss, learning rate, seconds.
+    offset_ : float
+        The anomaly threshold on the reconstruction MSE (``score_samples``, ``decision_function``, ``predict``:
+        +1 normal, -1 anomalous, as scikit-learn's outlier detectors).
 
     Examples
     --------
@@ -138,7 +145,8 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                  loss: str = "mse+ssim", ssim_weight: float = 0.1, optimizer: str = "adamw", lr: float = 3e-3,
                  weight_decay: float = 1e-4, schedule: str = "onecycle", batch_size: int = 128,
                  epochs: int = 5, patience: int = 5, val_fraction: float = 0.1, random_state: Any = None,
-                 device: str = "auto", threads: int | None = None, verbose: bool = False):
+                 device: str = "auto", threads: int | None = None, verbose: bool = False,
+                 contamination: float = 0.05):
         self.n_components = n_components
         self.model = model
         self.width = width
@@ -159,6 +167,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.device = device
         self.threads = threads
         self.verbose = verbose
+        self.contamination = contamination
 
     # ------------------------------------------------------------------------------------------ sklearn
     def __sklearn_tags__(self) -> Any:
@@ -238,7 +247,12 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             except Interrupted:
                 raise KeyboardInterrupt from None
             model = model_from_checkpoint(run.best).to(trainer.device)
-        self.model_ = TrainedModel(model, source="AutoencoderReducer.fit")
+        if not 0.0 < float(self.contamination) < 1.0:
+            raise ValueError(f"{type(self).__name__}: contamination {self.contamination} is outside (0, 1)")
+        detector, _ = fit_detector(model, images[torch.from_numpy(tr)], images[torch.from_numpy(va if len(va) else tr)],
+                                   score="mse", quantile=1.0 - float(self.contamination))
+        self.model_ = TrainedModel(model, source="AutoencoderReducer.fit", detector=detector)
+        self.offset_ = float(detector.threshold)
         self.n_iter_ = int(state.epoch)
         self.best_epoch_ = int(state.best_epoch or state.epoch)
         self.history_ = [dict(row) for row in state.history]
@@ -257,6 +271,19 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Z = check_array(X, dtype=[np.float32, np.float64], ensure_all_finite=True)
         check_codes(Z[:0], self.model_.latent, "X")
         return self.model_.decode(Z).reshape(len(Z), PIXELS)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """The negated reconstruction MSE of each image (scikit-learn's outlier convention: lower, more abnormal)."""
+        check_is_fitted(self)
+        return self.model_.score_samples(self._validate(X, reset=False))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``score_samples(X) + offset_``: negative for the images ``predict`` flags."""
+        return self.score_samples(X) + self.offset_
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for images like the training images, -1 for anomalies (reconstruction MSE above ``offset_``)."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean SSIM (11x11 Gaussian window, DESIGN.md) of the reconstructions of X against X; higher is better."""

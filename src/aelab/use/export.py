@@ -7,6 +7,9 @@ TorchScript) and ``export.json`` describing them:
 - decoder: input ``codes`` float32 (batch, latent) -> output ``images`` (batch, 1, 28, 28) in [0, 1]
   (the sigmoid is part of the exported decoder).
 
+For a VAE the encoder is the mean encoder (``model.encoder`` ends in the mean head; the log-variance head is
+not exported) and the decoder is its generator: feed it prior samples N(0, I) to generate images.
+
 The batch axis is dynamic. ONNX uses PyTorch's ``torch.export``-based exporter (``dynamo=True``, needs
 onnxscript; works offline), one self-contained file per model. When onnxruntime is installed the export
 checks that ONNX Runtime's output matches PyTorch's and reports the largest difference.
@@ -29,7 +32,7 @@ from torch import nn
 
 from aelab.errors import ExportError, OutputError
 from aelab.files import temp_beside
-from aelab.models import Autoencoder
+from aelab.models import VAE, Autoencoder
 from aelab.runs import Run
 
 FORMATS = ("onnx", "torchscript")
@@ -162,7 +165,8 @@ def export_model(model: Autoencoder, out_dir: str | os.PathLike, fmt: str = "onn
         info = {
             "format": fmt, "source": source, "model": model.hparams, "latent": model.latent,
             "encoder": {"file": final["encoder"].name, "input": "images float32 (batch, 1, 28, 28) in [0, 1]",
-                        "output": f"codes float32 (batch, {model.latent})"},
+                        "output": f"codes float32 (batch, {model.latent})"
+                                  + (" (the posterior mean of a VAE)" if isinstance(model, VAE) else "")},
             "decoder": {"file": final["decoder"].name, "input": f"codes float32 (batch, {model.latent})",
                         "output": "images float32 (batch, 1, 28, 28) in [0, 1] (sigmoid included)"},
             "torch": torch.__version__, "checked_max_abs_diff": diffs or None,

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from aelab.config import dump_yaml
 from aelab.errors import TuneError, one_line
 from aelab.experiments.jobs import ensure_run
+from aelab.experiments.tune.objective import SURPLUS
 from aelab.experiments.tune.settings import TuneSettings
 from aelab.experiments.tune.storage import fail_stale_trials
 from aelab.files import atomic_write_bytes, atomic_write_text, write_json
@@ -50,9 +52,12 @@ def trial_rows(study: optuna.Study, settings: TuneSettings) -> list[dict[str, An
             note = "killed or crashed (no heartbeat)"
         elif t.state == TrialState.RUNNING:
             note = "running (or killed: marked failed once its heartbeat is stale)"
-        note = "; ".join(n for n in (a.get("note", ""), note) if n)
+        retried = t.system_attrs.get("failed_trial")
+        again = f"a new run of trial {retried}, whose worker was killed" if retried is not None else ""
+        note = "; ".join(n for n in (a.get("note", ""), again, note) if n)
         seconds = t.duration.total_seconds() if t.duration else None
-        rows.append({"trial": t.number, "state": t.state.name.lower(),
+        state = "not run" if a.get(SURPLUS) else t.state.name.lower()
+        rows.append({"trial": t.number, "state": state,
                      "objective": t.value if t.state == TrialState.COMPLETE else None,
                      "val_ssim": a.get("val_ssim"), "val_loss": a.get("val_loss"), "epochs": a.get("epochs"),
                      "seconds": round(seconds, 1) if seconds is not None else None,
@@ -138,7 +143,7 @@ def export(settings: TuneSettings, study: optuna.Study) -> dict[str, Any]:
     atomic_write_text(out / "trials.csv", csv_text(rows))
     atomic_write_text(out / "trials.md", f"# Trials of study {settings.study}\n\nObjective: {settings.objective_label} "
                       f"(of the best checkpoint); the test split is never used.\n\n" + trials_markdown(rows, settings))
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running", "not run")}
     summary: dict[str, Any] = {"study": settings.study, "folder": str(out), "objective": settings.objective_label,
                                "trials": counts, "trials_table": str(out / "trials.md")}
     best = best_trial(study)
@@ -154,10 +159,14 @@ def export(settings: TuneSettings, study: optuna.Study) -> dict[str, Any]:
     summary["figures"] = write_plots(study, out / "figures", settings.objective_label)
     if settings.retrain:
         cfg = settings.best_config(best.params)
-        if settings.progress:
-            print(f"retraining trial {best.number} on the full budget ({cfg.epochs} epochs"
-                  f"{f', {cfg.train_limit} images' if cfg.train_limit else ''})", file=sys.stderr)
-        run, metrics, how = ensure_run(cfg, out / f"best-trial-{best.number:04d}", progress=settings.progress)
+        # Workers of one study end together and all export: the first retrains, the others wait for it here and
+        # find the run done (ensure_run skips it), so the best trial is retrained once.
+        with FileLock(out / ".retrain.lock"):
+            folder = out / f"best-trial-{best.number:04d}"
+            if settings.progress and not (folder / "metrics.json").is_file():
+                print(f"retraining trial {best.number} on the full budget ({cfg.epochs} epochs"
+                      f"{f', {cfg.train_limit} images' if cfg.train_limit else ''})", file=sys.stderr)
+            run, metrics, how = ensure_run(cfg, folder, progress=settings.progress)
         ae, pca = metrics["autoencoder"]["overall"], metrics["pca"]["overall"]
         summary["retrained"] = {"run": str(run.path), "how": how, "test_ssim": ae["ssim"], "test_psnr": ae["psnr"],
                                 "test_mse": ae["mse"], "pca_ssim": pca["ssim"], "latent": cfg.latent}
@@ -170,13 +179,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     t = summary["trials"]
     lines = [f"# Study {summary['study']}", "",
              f"- trials: {t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed"
-             + (f", {t['running']} running" if t["running"] else ""),
+             + (f", {t['running']} running" if t["running"] else "")
+             + (f", {t['not run']} not run (workers raced for the last places)" if t.get("not run") else ""),
              f"- best: trial {summary['best']['trial']}, {summary['objective']} {summary['best']['value']:.4f}",
              f"- options: {', '.join(f'{k}={_fmt_param(v)}' for k, v in summary['best']['params'].items())}",
              f"- best configuration: {summary['best_config']}"]
     if "retrained" in summary:
         r = summary["retrained"]
-        lines.append(f"- retrained on the full budget: {r['run']}: test SSIM {r['test_ssim']:.4f} "
+        done = "already done" if r.get("how") == "skipped" else "here"
+        lines.append(f"- retrained on the full budget ({done}): {r['run']}: test SSIM {r['test_ssim']:.4f} "
                      f"(PCA {r['pca_ssim']:.4f} at latent {r['latent']}), PSNR {r['test_psnr']:.2f} dB")
     lines.append(f"- all trials: {summary['trials_table']}")
     return "\n".join(lines) + "\n"

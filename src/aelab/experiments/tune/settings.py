@@ -25,7 +25,7 @@ class TuneSettings:
     space: SearchSpace
     out: Path
     study: str
-    storage: str | None = None       # None: sqlite:///<out>/study.db
+    storage: str | None = None       # a database URL; None: <out>/study.journal (storage.py)
     trials: int = 20                 # finished trials the study should hold in all
     sampler: str = "tpe"
     pruner: str = "median"
@@ -40,10 +40,6 @@ class TuneSettings:
     heartbeat: int = 15              # seconds between a running trial's heartbeats
     start_from_base: bool = True     # trial 0 of a new study: the base configuration's own values
     progress: bool = True
-
-    @property
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
 
     @property
     def direction(self) -> str:

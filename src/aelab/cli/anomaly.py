@@ -1,0 +1,122 @@
+"""The anomaly-detection and denoising commands: ``aelab anomaly``, ``aelab score``, ``aelab denoise``.
+
+Parse, call one function, print; the heavy modules are imported inside the commands (``# lazy:``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from aelab.cli.options import config_options, warnings_as_lines
+from aelab.cli.use import INPUT_HELP
+
+SCORE_CHOICES = ("auto", "mse", "ssim", "knn", "mse+knn", "ssim+knn", "elbo")
+
+
+@click.command()
+@click.option("--normal", required=True, metavar="CLASS|all",
+              help="the normal class (name or index), or 'all' for the ten one-class runs and one table")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="folder of the runs and the table [default: runs/anomaly-<dataset>-<class or all>]")
+@click.option("--quantile", type=float, default=0.95, show_default=True,
+              help="threshold: this quantile of the scores of normal validation images")
+@click.option("--score", type=click.Choice(SCORE_CHOICES), default="auto", show_default=True,
+              help="the detector's score; auto: the highest validation AUROC (never the test set)")
+@click.option("--no-figures", is_flag=True, help="skip the figures")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML or TOML file of training options for the one-class runs")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@config_options
+def anomaly(normal: str, out: str | None, quantile: float, score: str, no_figures: bool, config_file: str | None,
+            quiet: bool, **options: Any) -> None:
+    """One-class anomaly detection: train on the normal class only, test on the whole test set.
+
+    The other classes' test images are the anomalies. Reports AUROC, average precision, and precision /
+    recall / F1 at the threshold, for each score of the autoencoder (MSE, 1 - SSIM, latent kNN, each
+    reconstruction score + kNN;
+    negative ELBO for a VAE) beside PCA of the same latent size and an Isolation Forest on raw pixels.
+    Training options default to the one-class recipe (dense, latent 8, MSE, 10 epochs; docs/anomaly.md);
+    every option of 'aelab train' changes it. A finished run in OUT is reused, an interrupted one resumed.
+    """
+    # lazy: keeps 'aelab --help' free of torch
+    from aelab.evaluation.one_class import format_anomaly_table
+    from aelab.experiments.anomaly import anomaly_job
+
+    overrides = {k: v for k, v in options.items() if v is not None}
+    dataset = overrides.pop("dataset", "fashion-mnist")
+    with warnings_as_lines():
+        res = anomaly_job(normal, dataset=dataset, out=out, config_file=config_file, overrides=overrides,
+                          quantile=quantile, score=score, progress=not quiet, figures=not no_figures)
+    if len(res.results) == 1:
+        click.echo(format_anomaly_table(res.results[0]))
+        click.echo(f"\nrun: {res.results[0]['folder']} (anomaly.json, detector.safetensors, figures/)")
+    else:
+        from aelab.experiments.anomaly import markdown_summary  # lazy: keeps 'aelab --help' free of torch
+
+        click.echo(markdown_summary(res.summary))
+        click.echo(f"\nmean AUROC {res.summary['mean']['auroc']:.4f} (PCA {res.summary['mean']['auroc_pca']:.4f}, "
+                   f"Isolation Forest {res.summary['mean']['auroc_iforest']:.4f}); every class above PCA: "
+                   f"{res.summary['every_class_above_pca']}; {res.summary['wall_seconds']:.0f} s")
+    click.echo(f"table: {res.out / 'anomaly.md'}")
+
+
+@click.command(epilog=INPUT_HELP)
+@click.argument("run", type=click.Path())
+@click.argument("input", type=str)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="CSV file of the scores")
+@click.option("--score", type=click.Choice(SCORE_CHOICES), default=None,
+              help="score to use [default: the run's detector's, else mse]")
+@click.option("--quantile", type=float, default=None,
+              help="threshold quantile of the run's normal validation scores [default: the detector's, else 0.95]")
+@click.option("--threshold", type=float, default=None, help="flag scores above this value instead")
+@click.option("--resize", is_flag=True, help="resize images that are not 28x28 (with a warning)")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of the data set files")
+@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=None, help="only the first N images")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+def score(run: str, input: str, out: str, score: str | None, quantile: float | None, threshold: float | None,
+          resize: bool, data_dir: str | None, batch_size: int, limit: int | None, quiet: bool) -> None:
+    """Score the images of INPUT with the anomaly detector of RUN: one CSV row per image, score and flag.
+
+    A run made by 'aelab anomaly' carries its detector (score and threshold); for any other run the
+    threshold is fitted on its own validation split (--quantile of their scores).
+    """
+    from aelab.use.detect import score_to_csv  # lazy: keeps 'aelab --help' free of torch
+
+    with warnings_as_lines():
+        res = score_to_csv(run, input, out, score=score, quantile=quantile, threshold=threshold, resize=resize,
+                           batch_size=batch_size, limit=limit, progress=not quiet, data_dir=data_dir)
+    click.echo(f"{res.n} images scored -> {res.path}; {res.flagged} flagged as anomalies "
+               f"({res.flagged / max(res.n, 1):.1%}) by {res.score} > {res.threshold:.6g}")
+
+
+@click.command(epilog=INPUT_HELP)
+@click.argument("run", type=click.Path())
+@click.argument("input", type=str)
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="folder for the PNGs (must be new or empty, unless --force)")
+@click.option("--add-noise", default=None, metavar="KIND:LEVEL",
+              help="corrupt the (clean) inputs first, e.g. gaussian:0.3, and write noisy | denoised | clean")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of --add-noise")
+@click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
+@click.option("--force", is_flag=True, help="replace the folder when it already holds files")
+@click.option("--resize", is_flag=True, help="resize images that are not 28x28 (with a warning)")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of the data set files")
+@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=None, help="only the first N images")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+def denoise(run: str, input: str, out: str, add_noise: str | None, seed: int, scale: int, force: bool,
+            resize: bool, data_dir: str | None, batch_size: int, limit: int | None, quiet: bool) -> None:
+    """Denoise the images of INPUT with the model of RUN (best trained with --noise): 'input | denoised' PNGs."""
+    from aelab.use.detect import denoise_to_pngs  # lazy: keeps 'aelab --help' free of torch
+
+    with warnings_as_lines():
+        res = denoise_to_pngs(run, input, out, add_noise=add_noise, seed=seed, resize=resize, batch_size=batch_size,
+                              limit=limit, progress=not quiet, data_dir=data_dir, force=force, scale=scale)
+    extra = f" (mean SSIM against the clean images {res.mean_ssim:.4f})" if res.mean_ssim is not None else ""
+    click.echo(f"{res.n} images denoised -> {res.path}{extra}")
+
+
+COMMANDS = (anomaly, score, denoise)
