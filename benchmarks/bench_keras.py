@@ -38,16 +38,20 @@ def available() -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ the worker side
-def build_model(latent: int = 64) -> Any:
-    """Conv2D 32 - MaxPool - Conv2D 64 - MaxPool - Conv2D 128 - Dense latent; Dense 7*7*128 - Reshape -
-    Conv2DTranspose 64 /2 - Conv2DTranspose 32 /2 - Conv2D 1 sigmoid (aelab's ``conv``, layer for layer).
+def build_model(latent: int = 64, model: str = "conv") -> Any:
+    """aelab's ``conv`` (the base model, compiled with the Keras recipe: Adam 1e-3, BCE) or ``conv-modified``
+    (the default model, compiled with aelab's default loss and optimizer), layer for layer.
 
     Under the ``mixed_bfloat16`` policy (``--precision bf16``) the layers compute in bf16 with fp32 weights, and
     the output layer stays float32 as the Keras mixed-precision guide recommends (aelab likewise computes its
     loss in fp32)."""
+    if model == "conv-modified":
+        return build_modified(latent)
     import keras
     from keras import layers
 
+    # Conv2D 32 - MaxPool - Conv2D 64 - MaxPool - Conv2D 128 - Dense latent; Dense 7*7*128 - Reshape -
+    # Conv2DTranspose 64 /2 - Conv2DTranspose 32 /2 - Conv2D 1 sigmoid.
     encoder = keras.Sequential([
         keras.Input((28, 28, 1)),
         layers.Conv2D(32, 3, activation="relu", padding="same"),
@@ -66,9 +70,47 @@ def build_model(latent: int = 64) -> Any:
         layers.Conv2DTranspose(32, 3, strides=2, activation="relu", padding="same"),
         layers.Conv2D(1, 3, activation="sigmoid", padding="same", dtype="float32"),
     ], name="decoder")
-    model = keras.Sequential([encoder, decoder], name="autoencoder")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-    return model
+    net = keras.Sequential([encoder, decoder], name="autoencoder")
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    return net
+
+
+def build_modified(latent: int = 64) -> Any:
+    """aelab's ``conv-modified`` (the default model): conv 32, conv 32 /2, conv 64, conv 64 /2, conv 128, each
+    without bias + batch norm + ReLU; dropout 0.1; dense latent. Decoder: dense 7*7*128 + batch norm + ReLU,
+    conv 64, transposed conv 64 (4x4) x2, conv 32, transposed conv 32 (4x4) x2, each + batch norm + ReLU, conv 1.
+    Compiled with the default recipe's loss, MSE + 0.1 (1 - SSIM) (``tf.image.ssim``: 11x11 Gaussian window,
+    sigma 1.5, the headline SSIM's window) and AdamW (lr 3e-3, weight decay 1e-4); batch norm as torch's
+    (momentum 0.9 in Keras's convention = torch's 0.1, epsilon 1e-5)."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    def block(filters: int, stride: int = 1, transpose: bool = False) -> list[Any]:
+        conv = (layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False) if transpose
+                else layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False))
+        return [conv, layers.BatchNormalization(momentum=0.9, epsilon=1e-5), layers.ReLU()]
+
+    encoder = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        *block(32), *block(32, 2), *block(64), *block(64, 2), *block(128),
+        layers.Flatten(), layers.Dropout(0.1), layers.Dense(latent),
+    ], name="encoder")
+    decoder = keras.Sequential([
+        keras.Input((latent,)),
+        layers.Dense(7 * 7 * 128, use_bias=False), layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
+        layers.ReLU(), layers.Reshape((7, 7, 128)),
+        *block(64), *block(64, transpose=True), *block(32), *block(32, transpose=True),
+        layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32"),
+    ], name="decoder")
+
+    def loss(y: Any, p: Any) -> Any:
+        mse = tf.reduce_mean(tf.square(y - p), axis=[1, 2, 3])
+        return mse + 0.1 * (1.0 - tf.image.ssim(y, p, max_val=1.0, filter_size=11, filter_sigma=1.5))
+
+    net = keras.Sequential([encoder, decoder], name="autoencoder-modified")
+    net.compile(optimizer=keras.optimizers.AdamW(3e-3, weight_decay=1e-4), loss=loss)
+    return net
 
 
 def _load(path: str) -> Any:
@@ -94,7 +136,7 @@ class _Worker:
         if threads:
             torch.set_num_threads(threads)
         self.tf = tf
-        self.model: Any = None
+        self.models: dict[tuple[str, int], Any] = {}
         self.cache: dict[str, Any] = {}
 
     def data(self, path: str) -> Any:
@@ -102,23 +144,23 @@ class _Worker:
             self.cache[path] = _load(path)
         return self.cache[path]
 
-    def hello(self, latent: int = 64) -> dict[str, Any]:
+    def hello(self, latent: int = 64, model: str = "conv") -> dict[str, Any]:
         import keras
 
-        model = build_model(latent)
+        net = build_model(latent, model)
         return {"tensorflow": self.tf.__version__, "keras": keras.__version__, "backend": keras.backend.backend(),
                 "precision": self.precision, "policy": keras.mixed_precision.global_policy().name,
                 "intra_op_threads": self.tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op_threads": self.tf.config.threading.get_inter_op_parallelism_threads(),
-                "parameters": int(model.count_params()), "jit_compile": str(model.jit_compile)}
+                "model": model, "parameters": int(net.count_params()), "jit_compile": str(net.jit_compile)}
 
-    def throughput(self, x: str, batch: int = 256, latent: int = 64) -> dict[str, Any]:
+    def throughput(self, x: str, batch: int = 256, latent: int = 64, model: str = "conv") -> dict[str, Any]:
         import keras
 
         data = self.data(x)
-        if self.model is None:
+        if (model, latent) not in self.models:  # kept between calls: the first call traces the step (warm-up)
             keras.utils.set_random_seed(0)
-            self.model = build_model(latent)
+            self.models[model, latent] = build_model(latent, model)
         times: dict[str, float] = {}
 
         class Clock(keras.callbacks.Callback):
@@ -129,7 +171,8 @@ class _Worker:
                 times["end"] = time.perf_counter()
                 times["loss"] = float((logs or {}).get("loss", float("nan")))
 
-        self.model.fit(data, data, batch_size=batch, epochs=1, shuffle=True, verbose=0, callbacks=[Clock()])
+        self.models[model, latent].fit(data, data, batch_size=batch, epochs=1, shuffle=True, verbose=0,
+                                       callbacks=[Clock()])
         seconds = times["end"] - times["begin"]
         return {"images": int(len(data)), "seconds": seconds, "images_per_s": len(data) / seconds,
                 "loss": times["loss"]}

@@ -43,7 +43,8 @@ def machine_lines(r: dict[str, Any]) -> list[str]:
 
 
 def throughput_md(t: dict[str, Any]) -> list[str]:
-    lines = [f"## Training throughput: `conv`, latent {t['latent']}, batch {t['batch']}",
+    lines = [f"## Training throughput: `{t.get('model', 'conv')}` (preset {t.get('preset', 'seed-64')}), latent "
+             f"{t['latent']}, batch {t['batch']}",
              "", f"{t['rounds']} rounds of {t['images_per_round']:,} images each (after {t['warmup_rounds']} "
              f"warm-up), contenders alternating; {t['threads']} threads. Training FLOPs per image (conv and "
              f"matmul, forward + backward): {t['train_flops_per_image'] / 1e6:.1f} M.", "",
@@ -62,8 +63,9 @@ def throughput_md(t: dict[str, Any]) -> list[str]:
               f"{t.get('paired_ratios_fp32_vs_keras', '–')}); at bf16 (Keras mixed_bfloat16): "
               f"**{_x(by.get('bf16'))}**.",
               "", f"Other ratios: aelab / tutorial loop: **{_x(t['ratio_vs_tutorial'])}** (paired rounds: "
-              f"{t['paired_ratios_vs_tutorial']}); aelab bf16 / aelab fp32: **{_x(t.get('ratio_bf16_vs_fp32'))}**"
-              f" (the gain of bf16 itself, not a comparison with a peer)."]
+              f"{t['paired_ratios_vs_tutorial']}); aelab {prec} / aelab fp32: "
+              f"**{_x(t.get('ratio_bf16_vs_fp32'))}** (the gain of the default precision itself, not a comparison "
+              f"with a peer)."]
     return lines + [f"- {n}" for n in t["notes"]]
 
 
@@ -152,7 +154,8 @@ def render(r: dict[str, Any]) -> str:
     lines = [f"# aelab benchmarks, {r['date']}{' (smoke run: tiny slices, figures meaningless)' if r['smoke'] else ''}",
              "", *machine_lines(r), "", f"Command: `{r['command']}`; {r['seconds']:.0f} s in all.", ""]
     s = r["sections"]
-    for key, fn in (("throughput", throughput_md), ("quality", quality_md), ("evaluate", evaluation_md),
+    for key, fn in (("throughput", throughput_md), ("throughput-default", throughput_md),
+                    ("quality", quality_md), ("evaluate", evaluation_md),
                     ("encode", encoding_md)):
         if s.get(key):
             lines += [*fn(s[key]), ""]

@@ -1,4 +1,6 @@
-"""Training throughput of the base ``conv`` model (latent 64, batch 256) against its peers, in rounds.
+"""Training throughput against the peers, in rounds: the base ``conv`` model (preset ``seed-64``: latent 64,
+batch 256, BCE, Adam) and, in the ``throughput-default`` section, the default model (preset ``default``:
+``conv-modified``, latent 64, batch 128, MSE + 0.1 (1 - SSIM), AdamW) against the same model and loss in Keras.
 
 aelab is measured through its public ``Trainer`` with the ``seed-64`` preset (the Keras recipe: BCE, Adam
 1e-3, batch 256), so that whatever fast path the Trainer takes is what is timed (``precision auto``: bf16
@@ -42,8 +44,8 @@ class FP32Contender:
     one epoch per round: warm like the main Trainer, and built before it, so that its construction (which seeds
     torch's global RNG) does not happen in the middle of the other contenders' rounds."""
 
-    def __init__(self, data: DataBundle, threads: int, epochs: int, folder: str):
-        cfg = resolve("seed-64", overrides=dict(epochs=epochs, patience=0, threads=threads, precision="fp32"))
+    def __init__(self, data: DataBundle, threads: int, epochs: int, folder: str, preset: str = "seed-64"):
+        cfg = resolve(preset, overrides=dict(epochs=epochs, patience=0, threads=threads, precision="fp32"))
         self.trainer = Trainer(cfg, Run(Path(folder)), bundle=data, progress=False)
 
     def epoch(self) -> dict[str, float]:
@@ -54,15 +56,18 @@ class FP32Contender:
 
 def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int, threads: int,
                    keras: KerasPeer | None, keras_skip: str | None, gflops: float, tmp: str,
-                   bf16_gflops: float | None = None, keras_bf16: KerasPeer | None = None) -> dict[str, Any]:
+                   bf16_gflops: float | None = None, keras_bf16: KerasPeer | None = None,
+                   preset: str = "seed-64") -> dict[str, Any]:
     data = slice_bundle(bundle, images)
-    cfg = resolve("seed-64", overrides=dict(epochs=rounds + warmup, patience=0, threads=threads))
-    tutorial = TutorialLoop(data.train.images, data.train.labels, latent=cfg.latent, batch=cfg.batch_size)
+    cfg = resolve(preset, overrides=dict(epochs=rounds + warmup, patience=0, threads=threads, max_minutes=None))
+    # the tutorial DataLoader loop builds the base model only: it is a peer of the base model's section
+    tutorial = (TutorialLoop(data.train.images, data.train.labels, latent=cfg.latent, batch=cfg.batch_size)
+                if cfg.model == "conv" else None)
     npy = temp_npy(tmp, "throughput", data.train.images) if keras else None
     rates: dict[str, list[float]] = {"aelab": [], "aelab-fp32": [], "tutorial": [], "keras": [], "keras-bf16": []}
     kerases = {"keras": keras, "keras-bf16": keras_bf16}
     fp32_folder = tempfile.TemporaryDirectory(dir=tmp)
-    fp32 = FP32Contender(data, threads, rounds + warmup, fp32_folder.name)
+    fp32 = FP32Contender(data, threads, rounds + warmup, fp32_folder.name, preset)
     losses: dict[str, float] = {}
     notes: list[str] = []
     if keras_skip:
@@ -73,12 +78,15 @@ def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int,
         order = order if round_index % 2 == 0 else order[::-1]
         for name in order:
             if name == "tutorial":
+                if tutorial is None:
+                    continue
                 out = tutorial.epoch()
             elif name == "aelab-fp32":
                 out = fp32.epoch()
             elif kerases[name] is not None and not any(n.startswith(f"{name} failed") for n in notes):
                 try:
-                    out = kerases[name].call("throughput", x=npy, batch=cfg.batch_size, latent=cfg.latent)
+                    out = kerases[name].call("throughput", x=npy, batch=cfg.batch_size, latent=cfg.latent,
+                                              model=cfg.model)
                 except PeerError as err:
                     notes.append(f"{name} failed: {err}")
                     continue
@@ -98,19 +106,20 @@ def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int,
     with tempfile.TemporaryDirectory(dir=tmp) as folder, fp32_folder:
         trainer = Trainer(cfg, Run(Path(folder)), bundle=data, progress=False, on_epoch_end=on_epoch_end)
         trainer.fit()
-    flops = model_flops(build_model("conv", latent=cfg.latent), "train")
+    flops = model_flops(build_model(cfg.model, latent=cfg.latent), "train")
     med = {k: summary(v)["median"] for k, v in rates.items()}
+    loss_note = "" if cfg.model == "conv" else " and loss (MSE + 0.1 (1 - tf.image.ssim)), AdamW"
     contenders = {
-        "aelab": {"what": f"aelab Trainer, preset seed-64 (the fast path the Trainer takes: {trainer.precision})",
+        "aelab": {"what": f"aelab Trainer, preset {preset} (the fast path the Trainer takes: {trainer.precision})",
                   "precision": trainer.precision, "parameters": count_parameters(trainer.model),
                   **summary(rates["aelab"])},
-        "aelab-fp32": {"what": "aelab Trainer, preset seed-64, --precision fp32", "precision": "fp32",
+        "aelab-fp32": {"what": f"aelab Trainer, preset {preset}, --precision fp32", "precision": "fp32",
                        **summary(rates["aelab-fp32"])},
         "tutorial": {"what": "plain PyTorch: per-sample Dataset (PIL + ToTensor) and DataLoader, NCHW",
                      "precision": "fp32", **summary(rates["tutorial"])},
-        "keras": {"what": "Keras 3 on TensorFlow, model.fit, same layers", "precision": "fp32",
+        "keras": {"what": f"Keras 3 on TensorFlow, model.fit, same layers{loss_note}", "precision": "fp32",
                   **summary(rates["keras"])},
-        "keras-bf16": {"what": "Keras 3 on TensorFlow, model.fit, same layers, mixed_bfloat16 policy",
+        "keras-bf16": {"what": f"Keras 3 on TensorFlow, model.fit, same layers{loss_note}, mixed_bfloat16 policy",
                        "precision": "bf16", **summary(rates["keras-bf16"])},
     }
     # Like with like: each aelab precision against Keras at the same precision. The headline is the ratio at
@@ -123,7 +132,8 @@ def run_throughput(bundle: DataBundle, *, images: int, rounds: int, warmup: int,
         c["bf16_ceiling_share"] = (ceiling_share(c["median"], flops, bf16_gflops)
                                    if c["precision"] == "bf16" and bf16_gflops else None)
     return {
-        "model": "conv", "latent": cfg.latent, "batch": cfg.batch_size, "images_per_round": len(data.train),
+        "preset": preset, "model": cfg.model, "latent": cfg.latent, "batch": cfg.batch_size,
+        "images_per_round": len(data.train),
         "rounds": rounds, "warmup_rounds": warmup, "threads": threads, "torch_threads": torch.get_num_threads(),
         "train_flops_per_image": round(flops), "contenders": contenders,
         "ratio_vs_keras": by_precision[trainer.precision],

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SECTIONS = ("throughput", "quality", "evaluate", "encode", "profile")
+SECTIONS = ("throughput", "throughput-default", "quality", "evaluate", "encode", "profile")
 FORMAT = "aelab-bench-1"
 
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             say(keras_skip)
         # Keras's mixed_bfloat16 peer: the equal-precision contender of aelab's bf16 path (where bf16 is native).
         keras_bf16 = None
-        if keras is not None and bf16_gflops and "throughput" in args.sections:
+        if keras is not None and bf16_gflops and {"throughput", "throughput-default"} & set(args.sections):
             keras_bf16, why = start_keras(args, threads, tmp, precision="bf16")
             try:
                 results["keras_bf16_peer"] = keras_bf16.call("hello") if keras_bf16 else why
@@ -197,7 +197,7 @@ def start_keras(args: argparse.Namespace, threads: int, tmp: str, precision: str
                 ) -> tuple[Any, str | None]:
     from bench_keras import KerasPeer, PeerError, available
 
-    if not {"throughput", "quality"} & set(args.sections):
+    if not {"throughput", "throughput-default", "quality"} & set(args.sections):
         return None, None
     if args.no_keras:
         return None, "the Keras/TensorFlow peer is skipped (--no-keras)"
@@ -230,12 +230,13 @@ def trained_model(bundle: Any, threads: int, tmp: str, trained: dict[str, Any]) 
 def run_section(name: str, args: argparse.Namespace, bundle: Any, threads: int, keras: Any,
                 keras_skip: str | None, gflops: float, target: float, tmp: str, trained: dict[str, Any],
                 bf16_gflops: float | None = None, keras_bf16: Any = None) -> Any:
-    if name == "throughput":
+    if name in ("throughput", "throughput-default"):
         from bench_throughput import run_throughput
 
         return run_throughput(bundle, images=args.round_images, rounds=args.rounds, warmup=args.warmup,
                               threads=threads, keras=keras, keras_skip=keras_skip, gflops=gflops, tmp=tmp,
-                              bf16_gflops=bf16_gflops, keras_bf16=keras_bf16)
+                              bf16_gflops=bf16_gflops, keras_bf16=keras_bf16,
+                              preset="seed-64" if name == "throughput" else "default")
     if name == "quality":
         from bench_quality import run_quality
 
@@ -266,9 +267,8 @@ def rescale(sections: dict[str, Any], gflops: float) -> None:
     """Recompute the ceiling shares against a higher ceiling measured at the end of the run."""
     from bench_common import ceiling_share
 
-    t = sections.get("throughput")
-    if t:
-        for c in t["contenders"].values():
+    for t in (sections.get("throughput"), sections.get("throughput-default")):
+        for c in (t or {}).get("contenders", {}).values():
             c["fp32_ceiling_share"] = ceiling_share(c["median"], t["train_flops_per_image"], gflops)
     e = sections.get("encode")
     if e:

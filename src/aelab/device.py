@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from aelab.errors import RunError
+from aelab.files import user_cache_dir, write_json
 
 
 def select_device(name: str) -> torch.device:
@@ -44,13 +48,87 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def select_precision(name: str, device: torch.device) -> str:
-    """``auto`` -> bf16 where the hardware has it natively, else fp32; an explicit choice is kept."""
+    """``auto`` -> bf16 where the hardware has it natively and it trains faster there (``bf16_pays``), else
+    fp32; an explicit choice is kept."""
     if name == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if native_bf16(device) and bf16_pays(device) else "fp32"
     if name == "bf16" and not native_bf16(device):
         warnings.warn(f"--precision bf16 on {device.type} without native bf16 support is emulated and slow; "
                       f"--precision fp32 is faster here", stacklevel=2)
     return name
+
+
+PROBE_GAIN = 1.1  # bf16 must train at least this much faster than fp32 to be chosen by ``auto``
+_VERDICTS: dict[str, dict[str, Any]] = {}
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """Whether bf16 autocast trains faster than fp32 here: measured once per machine, then remembered.
+
+    The CPU's flags say it *has* bf16 instructions, not that torch's kernels run faster with them: on a 2-core
+    AMD EPYC (AVX512-BF16) aelab's bf16 training ran ~2x its fp32; on a 2-core Intel Xeon with AVX512-BF16
+    and no AMX it ran 0.87x (benchmarks/results/2026-11-23-intel-xeon-2cpu.md), where ``auto`` picking bf16
+    was a slowdown. So on a CPU ``auto`` times one small convolutional training step in each precision
+    (alternating, best of 4, about a second) and picks bf16 only when it is ``PROBE_GAIN`` times faster. The
+    verdict is kept per CPU model, torch version and thread count in the user cache (``precision.json``); a
+    GPU with bf16 units is trusted without a probe."""
+    if device.type != "cpu":
+        return True
+    key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    if key not in _VERDICTS:
+        path = user_cache_dir() / "precision.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        if not isinstance(saved, dict) or not isinstance(saved.get(key), dict) or "bf16" not in saved[key]:
+            saved = saved if isinstance(saved, dict) else {}
+            saved[key] = probe_precisions()
+            try:
+                write_json(path, saved)
+            except OSError:  # a read-only home: measure again next time
+                pass
+        _VERDICTS[key] = saved[key]
+    return bool(_VERDICTS[key]["bf16"])
+
+
+def probe_precisions(batch: int = 64, rounds: int = 4) -> dict[str, Any]:
+    """Seconds of one training step (forward, backward) of a small conv block on 28x28 images in fp32 and under
+    bf16 autocast, alternating, best of ``rounds``; and the verdict ``bf16``: whether bf16 is faster by
+    ``PROBE_GAIN``. The block is the shape of aelab's models: 3x3 convs 1-32-64 (stride 2), a transposed conv
+    back, ReLU, channels-last as the Trainer runs them."""
+    gen = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, 2, 1), torch.nn.ReLU(),
+        torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.ConvTranspose2d(64, 32, 4, 2, 1),
+        torch.nn.ReLU(), torch.nn.Conv2d(32, 1, 3, padding=1)).to(memory_format=torch.channels_last)
+    x = torch.rand(batch, 1, 28, 28, generator=gen).to(memory_format=torch.channels_last)
+
+    def step(bf16: bool) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        torch.nn.functional.mse_loss(out.float(), x).backward()
+        return time.perf_counter() - t
+
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    for r in range(rounds + 1):  # round 0 creates the oneDNN primitives: not counted
+        for name in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
+            seconds = step(name == "bf16")
+            if r:
+                best[name] = min(best[name], seconds)
+    return {"fp32_s": round(best["fp32"], 5), "bf16_s": round(best["bf16"], 5),
+            "bf16": best["fp32"] >= PROBE_GAIN * best["bf16"], "measured": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cores() -> int:

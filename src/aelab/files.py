@@ -25,6 +25,11 @@ _held: dict[str, int] = {}  # folder -> how deep this process holds its lock (th
 _held_guard = threading.Lock()
 
 
+def user_cache_dir() -> Path:
+    """aelab's folder in the user cache: ``$XDG_CACHE_HOME/aelab`` or ``~/.cache/aelab``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aelab"
+
+
 def public_mode(path: str | os.PathLike, folder: bool = False) -> None:
     """Give a temporary file or folder (created private by ``tempfile``) the usual permissions under the umask."""
     mask = os.umask(0)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import pytest
+
 from aelab.config import merge
-from aelab.experiments.study import FULL, QUICK, SWEEP_LATENTS, Budget, Step, plan, run_study
+from aelab.experiments.study import FULL, QUICK, SWEEP_LATENTS, Budget, Step, plan, run_order, run_study
 
 
 def test_the_plan_is_the_published_study() -> None:
@@ -32,6 +35,9 @@ def test_the_plan_is_the_published_study() -> None:
     base64 = full["compare"][0].cfg
     assert base64.train_limit is None and base64.epochs == 10 and base64.loss == "bce"
     assert full["sweep"][0].cfg.epochs == 12 and full["dense"][0].cfg.epochs == 20
+    # the run order: the time-capped sweep first (the shared modified runs with it), the dense run, then the rest
+    assert [s.name for s in run_order(full)] == [f"fmnist-modified-{n}" for n in SWEEP_LATENTS] + [
+        "mnist-dense-2", "fmnist-base-64", "tune-64", "fmnist-base-128", "tune-128"]
 
 
 def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path: Path) -> None:
@@ -46,9 +52,24 @@ def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path
     tuned8 = small(next(s for s in full["compare"] if s.tuned))
     parts = {"compare": [modified8, tuned8], "sweep": [modified8], "dense": [modified8]}
     out = tmp_path / "study"
+
+    def stop_before_tuning(line: str) -> None:  # an interrupted study leaves partial tables, labelled as such
+        if line.endswith("tune-8: tuning ..."):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(out, budget=budget, parts=parts, progress=False, command="aelab study --test",
+                  log=stop_before_tuning)
+    partial = json.loads((out / "study.json").read_text())
+    assert partial["complete"] is False and partial["steps"] == {"fmnist-modified-8": "trained", "tune-8": "pending"}
+    assert "PARTIAL: the study is in progress, 1 of 2 steps done" in (out / "README.md").read_text()
+    assert "still to run: tune-8" in (out / "compare.md").read_text()
+    assert "PARTIAL" not in (out / "sweep.md").read_text()  # the sweep itself is complete
+
     first = run_study(out, budget=budget, parts=parts, progress=False, command="aelab study --test",
                       log=lambda s: None)
-    assert first["steps"] == {"fmnist-modified-8": "trained", "tune-8": "tuned"}
+    assert first["steps"] == {"fmnist-modified-8": "skipped", "tune-8": "tuned"} and first["complete"] is True
+    assert "PARTIAL" not in (out / "README.md").read_text() + (out / "compare.md").read_text()
     assert first["tuning"]["tune-8"]["trials"]["complete"] == 2
     for part in ("compare", "sweep", "dense"):
         for ext in ("md", "csv", "html"):

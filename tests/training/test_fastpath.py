@@ -128,7 +128,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_bf16_autocast_loss_and_gradients_match_fp32(preset: str, global_bound: float,
                                                      per_parameter_bound: float | None, one_batch: DataBundle,
                                                      tmp_path: Path) -> None:
-    """The bf16 path (what ``precision auto`` takes on this CPU) against fp32 on the same batch: the loss within
+    """The bf16 path (what ``precision auto`` takes where bf16 is native and faster) against fp32 on the same batch: the loss within
     bf16's rounding (8 mantissa bits, ~0.4%) and the gradients within bf16 tolerance.
 
     Measured against a float64 NCHW reference (64 real images): the base model's bf16 gradients are off by
@@ -137,7 +137,7 @@ def test_bf16_autocast_loss_and_gradients_match_fp32(preset: str, global_bound: 
     Training absorbs this: the default recipe reaches the same test quality in bf16 as in fp32 (SSIM 0.8900 vs
     0.8901, PSNR 24.52 vs 24.51 dB after 12 epochs, benchmarks/results/recipe.jsonl, tags A-default and C-bf16).
     """
-    cfg = resolve(preset, overrides=dict(threads=1, dropout=0.0))
+    cfg = resolve(preset, overrides=dict(threads=1, dropout=0.0, precision="bf16"))
     trainer = Trainer(cfg, Run(tmp_path), bundle=one_batch, progress=False)
     assert trainer.precision == "bf16" and trainer.autocast.fast_dtype == torch.bfloat16
     model = trainer.model
@@ -175,8 +175,12 @@ def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert select_precision("fp32", cpu) == "fp32"
     monkeypatch.setattr("aelab.device.native_bf16", lambda device: True)
+    monkeypatch.setattr("aelab.device.bf16_pays", lambda device: True)
     assert select_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr("aelab.device.bf16_pays", lambda device: False)  # native, but slower here: fp32
+    assert select_precision("auto", cpu) == "fp32"
     monkeypatch.setattr("aelab.device.native_bf16", lambda device: False)
+    monkeypatch.setattr("aelab.device.bf16_pays", lambda device: True)
     assert select_precision("auto", cpu) == "fp32"
     with pytest.warns(UserWarning, match="emulated and slow"):
         assert select_precision("bf16", cpu) == "bf16"
@@ -186,7 +190,8 @@ def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bf16_training_learns_and_records_its_precision(one_batch: DataBundle, tmp_path: Path) -> None:
     from aelab.runs import load_checkpoint
 
-    cfg = resolve("seed-64", overrides=dict(threads=1, batch_size=16, epochs=2, patience=0, lr=3e-3))
+    cfg = resolve("seed-64", overrides=dict(threads=1, batch_size=16, epochs=2, patience=0, lr=3e-3,
+                                            precision="bf16"))
     trainer = Trainer(cfg, Run(tmp_path), bundle=one_batch, progress=False)
     history = trainer.fit().history
     assert history[1]["train_loss"] < history[0]["train_loss"]
@@ -202,10 +207,37 @@ def test_native_bf16_needs_the_bf16_instructions_not_just_avx512(monkeypatch: py
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr("aelab.device.bf16_pays", lambda device: True)
     assert not native_bf16(cpu) and select_precision("auto", cpu) == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert native_bf16(cpu) and select_precision("auto", cpu) == "bf16"
     assert not native_bf16(torch.device("meta"))
+
+
+def test_auto_measures_whether_bf16_pays_and_remembers_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The probe times both precisions on this machine; its verdict is written to the user cache and read back
+    (a second process does not measure again), and a verdict in the cache decides without a measurement."""
+    import json
+
+    from aelab import device
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(device, "_VERDICTS", {})
+    verdict = device.probe_precisions(batch=8, rounds=1)
+    assert verdict["fp32_s"] > 0 and verdict["bf16_s"] > 0
+    assert verdict["bf16"] == (verdict["fp32_s"] >= device.PROBE_GAIN * verdict["bf16_s"])
+    calls: list[int] = []
+    monkeypatch.setattr(device, "probe_precisions", lambda: calls.append(1) or {"bf16": False, "fp32_s": 1.0})
+    cpu = torch.device("cpu")
+    assert device.bf16_pays(cpu) is False and calls == [1]
+    saved = json.loads((tmp_path / "aelab" / "precision.json").read_text())
+    (key,) = saved
+    assert "torch" in key and saved[key]["bf16"] is False
+    monkeypatch.setattr(device, "_VERDICTS", {})  # a new process: the cache answers, no second probe
+    saved[key]["bf16"] = True
+    (tmp_path / "aelab" / "precision.json").write_text(json.dumps(saved))
+    assert device.bf16_pays(cpu) is True and calls == [1]
+    assert device.bf16_pays(torch.device("meta")) is True  # accelerators are trusted without a probe
 
 
 def test_resuming_in_another_precision_warns(one_batch: DataBundle, tmp_path: Path) -> None:

@@ -142,12 +142,46 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: use at least 1")
     parts = parts or plan(budget, threads)
-    steps = list({s.name: s for steps in parts.values() for s in steps}.values())
+    steps = run_order(parts)
     t0 = time.perf_counter()
     folders: dict[str, Path] = {}
-    done: dict[str, str] = {}
+    done: dict[str, str] = {s.name: "pending" for s in steps}
     tuning: dict[str, Any] = {}
     seconds, loads, worked = _previous_steps(out / "study.json", budget)
+
+    def write_outputs() -> dict[str, Any]:
+        """The tables of the steps done so far; while steps remain, every file says the study is partial."""
+        finished = all(v != "pending" for v in done.values())
+        for name in tuning:  # each tuning study's trials table and history plot beside the study's tables
+            atomic_write_text(out / f"{name}-trials.md", (runs / name / "trials.md").read_text())
+            history = runs / name / "figures" / "history.png"
+            if history.is_file():
+                atomic_write_bytes(out / f"{name}-history.png", history.read_bytes())
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for part, part_steps in parts.items():
+            rows = []
+            for s in (s for s in part_steps if s.name in folders):
+                row = run_row(folders[s.name])
+                row.update(series=s.series, name=s.name if not s.tuned else f"{s.name} (trial "
+                           f"{tuning[s.name]['best']['trial']})")
+                rows.append(row)
+            tables[part] = rows
+            pending = [s.name for s in part_steps if s.name not in folders]
+            if rows:
+                write_comparison(rows, out, title=PART_TITLES[part] + ("" if not pending else " (PARTIAL)"),
+                                 stem=part, intro="" if not pending else
+                                 f"Partial: the study is in progress; still to run: {', '.join(pending)}.")
+        result = {"budget": dataclasses.asdict(budget), "command": command, "runs": str(runs),
+                  "complete": finished, "steps": dict(done),
+                  "wall_seconds": round(time.perf_counter() - t0, 1), "step_seconds": seconds,
+                  "step_load": loads, "step_done": worked,
+                  "total_seconds": round(sum(seconds.get(s.name, 0.0) for s in steps), 1),
+                  "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
+                  "machine": machine()}
+        write_json(out / "study.json", result)
+        atomic_write_text(out / "README.md", readme(tables, result, budget))
+        return result
+
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
         log(f"[{i}/{len(steps)}] {step.name}: {'tuning' if step.tuned else 'training'} ...")
@@ -166,32 +200,19 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
         row = run_row(folders[step.name])
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
-    wall = time.perf_counter() - t0
-    for name in tuning:  # each tuning study's trials table and history plot beside the study's tables
-        study_dir = runs / name
-        atomic_write_text(out / f"{name}-trials.md", (study_dir / "trials.md").read_text())
-        history = study_dir / "figures" / "history.png"
-        if history.is_file():
-            atomic_write_bytes(out / f"{name}-history.png", history.read_bytes())
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for part, part_steps in parts.items():
-        rows = []
-        for s in part_steps:
-            row = run_row(folders[s.name])
-            row.update(series=s.series, name=s.name if not s.tuned else f"{s.name} (trial "
-                       f"{tuning[s.name]['best']['trial']})")
-            rows.append(row)
-        tables[part] = rows
-        write_comparison(rows, out, title=PART_TITLES[part], stem=part)
-    result = {"budget": dataclasses.asdict(budget), "command": command, "runs": str(runs), "steps": done,
-              "wall_seconds": round(wall, 1), "step_seconds": seconds, "step_load": loads,
-              "step_done": worked,
-              "total_seconds": round(sum(seconds.get(s.name, 0.0) for s in steps), 1),
-              "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
-              "machine": machine()}
-    write_json(out / "study.json", result)
-    atomic_write_text(out / "README.md", readme(tables, result, budget))
+        result = write_outputs()  # after every step: an interrupted study leaves its partial tables, labelled
     return result
+
+
+def run_order(parts: dict[str, list[Step]]) -> list[Step]:
+    """Each step once, the sweep first, then the MNIST dense run, then the rest of the comparison.
+
+    The sweep answers the study's main question (the autoencoder against PCA at every latent size) and holds
+    the two modified runs the comparison shares; its runs are capped in minutes, so they go first, while the
+    machine is as quiet as it will be. The two tuning studies, the longest part, go last: a study stopped
+    part-way leaves the most telling partial tables."""
+    order = [p for p in ("sweep", "dense") if p in parts] + [p for p in parts if p not in ("sweep", "dense")]
+    return list({s.name: s for part in order for s in parts[part]}.values())
 
 
 def _previous_steps(record: Path, budget: Budget) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
@@ -250,6 +271,10 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
     fresh = [k for k, v in result["steps"].items() if v != "skipped"]
     lines = [
         f"# aelab study ({budget.name})", "",
+        *([] if result.get("complete", True) else [
+            f"**PARTIAL: the study is in progress, {sum(v != 'pending' for v in result['steps'].values())} of "
+            f"{len(result['steps'])} steps done.** The tables below hold the finished steps only; rerun the "
+            f"command below to continue.", ""]),
         "The study published Fashion-MNIST autoencoder projects ran, reproduced with one command:", "",
         "```", result["command"] or "aelab study", "```", "",
         f"## What this run did ({budget.name} budget)", "", budget.describe(), "",
