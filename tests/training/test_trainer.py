@@ -102,3 +102,44 @@ def test_training_from_a_worker_thread(tmp_path, bundle):
     t.start()
     t.join(300)
     assert result["st"].stopped == "completed"
+
+
+def test_a_time_budget_shortens_the_schedule_instead_of_cutting_it(tmp_path, bundle, monkeypatch):
+    """--max-minutes that would cut the planned epochs: after epoch 1 the plan shrinks and the one-cycle schedule
+    is stretched over it, so the run ends annealed (not stopped at a high learning rate); the plan is in the
+    checkpoint, and a run interrupted after epoch 1 and resumed ends exactly as the uninterrupted one."""
+    from aelab.training import trainer as trainer_module
+
+    fit = trainer_module.budget_epochs
+    assert (fit(12, 600, 64.0), fit(12, 600, 10.0), fit(12, 10, 64.0), fit(12, 600, 0.0)) == (9, 12, 1, 12)
+    monkeypatch.setattr(trainer_module, "budget_epochs", lambda epochs, budget, seconds: 2)  # "2 of 4 fit"
+    cfg = resolve(overrides=dict(SMALL, model="dense", loss="mse", epochs=4, schedule="onecycle", max_minutes=60))
+
+    def train(name, **kw):
+        run = Run(tmp_path / name)
+        run.path.mkdir(exist_ok=True)
+        return run, Trainer(cfg if "schedule" not in kw else resolve(overrides=dict(
+            SMALL, model="dense", loss="mse", epochs=4, schedule=kw.pop("schedule"), max_minutes=60)),
+            run, bundle=bundle, progress=False, **kw)
+
+    run, trainer = train("straight")
+    st = trainer.fit()
+    assert st.stopped == "completed" and st.epoch == 2 and st.planned_epochs == 2
+    lrs = [float(r["lr"]) for r in csv.DictReader(run.history.open())]
+    ref = Run(tmp_path / "two-epochs")  # a run planned for 2 epochs from the start ends at the same learning rate
+    ref.path.mkdir()
+    Trainer(resolve(overrides=dict(SMALL, model="dense", loss="mse", epochs=2, schedule="onecycle")), ref,
+            bundle=bundle, progress=False).fit()
+    assert lrs[-1] == pytest.approx(float(list(csv.DictReader(ref.history.open()))[-1]["lr"]), rel=1e-6)
+    assert lrs[-1] < 0.01 * cfg.lr  # annealed, where the 4-epoch plan cut after 2 would stop near its peak
+    assert load_checkpoint(run.last)[1]["loop"]["planned_epochs"] == 2
+
+    parted, first = train("parted", on_epoch_end=lambda s: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(Interrupted):
+        first.fit()
+    _, again = train("parted", resume=True)
+    assert again.fit().epoch == 2
+    assert [float(r["lr"]) for r in csv.DictReader(parted.history.open())] == pytest.approx(lrs, rel=1e-6)
+
+    _, constant = train("constant", schedule="constant")  # nothing to stretch: all planned epochs run
+    assert constant.fit().epoch == 4
