@@ -59,3 +59,20 @@ def test_bad_config_files(tmp_path):
     bad.write_text("latent: [1,\n")
     with pytest.raises(ConfigError, match="cannot be parsed"):
         read_config_file(bad)
+
+
+def test_own_data_sets_are_named_with_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve(overrides={"dataset": "folder:my images", "image_size": 32, "channels": 3})
+    assert cfg.dataset == f"folder:{tmp_path / 'my images'}" and cfg.dataset_name == "my images"
+    assert cfg.data_kwargs()["image_size"] == 32 and cfg.data_kwargs()["channels"] == 3
+    assert resolve(overrides={"dataset": "npz:d/digits.npz"}).dataset_name == "digits"
+    assert resolve(overrides={"dataset": "mnist"}).dataset_name == "mnist"
+    f = tmp_path / "config.yaml"
+    f.write_text(dump_yaml(cfg))
+    assert merge(RunConfig(), read_config_file(f), "x").validate() == cfg  # a run folder is read from anywhere
+    for bad, match in (({"dataset": "folder:"}, "names no path"), ({"dataset": "tar:x.tar"}, "unknown dataset"),
+                       ({"channels": 2}, "invalid channels 2"), ({"image_size": 0}, "invalid image-size 0"),
+                       ({"test_fraction": 1.0}, "invalid test-fraction")):
+        with pytest.raises(ConfigError, match=match):
+            resolve(overrides=bad)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,10 @@ LOSSES = ("bce", "mse", "mse+ssim", "bce+ssim")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
 DATASET_NAMES = ("fashion-mnist", "mnist")
+# The user's own images (data/own.py): --dataset KIND:PATH.
+SOURCE_KINDS = {"folder": "an image folder, one sub-folder per class", "npz": "a .npz of arrays x, y, ...",
+                "npy": "a .npy array of images", "idx": "IDX files (a folder or a file-name prefix)"}
+CHANNELS = (1, 3)
 MODEL_NAMES = ("dense", "conv", "conv-modified", "vae", "vae-dense")
 VAE_MODELS = ("vae", "vae-dense")  # variational: trained on the negative ELBO, not on --loss (docs/vae.md)
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -37,7 +42,8 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: 
 @dataclass
 class RunConfig:
     # data
-    dataset: str = opt("fashion-mnist", "data set", DATASET_NAMES, "data")
+    dataset: str = opt("fashion-mnist", "data set: fashion-mnist, mnist, or your own images as folder:PATH, "
+                                        "npz:PATH, npy:PATH or idx:PREFIX (README, 'Your own images')", group="data")
     data_dir: str | None = opt(None, "folder holding the IDX .gz files (default: AELAB_DATA_DIR, the cache, "
                                      "the Debian package, then download)", group="data")
     classes: list[str] | None = opt(None, "train on these classes only, by name or index, comma separated "
@@ -46,6 +52,12 @@ class RunConfig:
                               group="data")
     train_limit: int | None = opt(None, "use only this many training images (seeded sample; quick runs)",
                                   group="data")
+    image_size: int | None = opt(None, "resize every image to SIZE x SIZE (the shorter side to SIZE, then the "
+                                       "centre cropped; default: keep the images' own size)", group="data")
+    channels: int | None = opt(None, "1 (grey) or 3 (RGB); default: 3 when any image is in colour, else 1",
+                               group="data")
+    test_fraction: float = opt(0.2, "your own images without a test split (no test/ folder, no x_test): the share "
+                                    "held out as the test set (seeded, the same for every run)", group="data")
     # model
     model: str = opt("conv-modified", "architecture", MODEL_NAMES, "model")
     latent: int = opt(64, "latent size (1-1024)", group="model")
@@ -106,10 +118,11 @@ class RunConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"unknown {key.replace('_', '-')} {getattr(self, key)!r}; choose one of: "
                                   f"{', '.join(allowed)}")
-        for key in ("dataset", "model", "activation", "loss", "optimizer", "schedule", "precision"):
+        for key in ("model", "activation", "loss", "optimizer", "schedule", "precision"):
             choice(key)
+        self.dataset = dataset_spec(self.dataset)
         for key in ("width", "dropout", "ssim_weight", "lr", "weight_decay", "min_delta", "val_fraction",
-                    "max_minutes"):
+                    "max_minutes", "test_fraction"):
             value = getattr(self, key)
             if value is not None and not math.isfinite(value):
                 raise ConfigError(f"invalid {key.replace('_', '-')} {value!r}; give a finite number")
@@ -127,6 +140,10 @@ class RunConfig:
             (self.min_delta >= 0, "min-delta", "use --min-delta >= 0"),
             (0.0 <= self.val_fraction < 1.0, "val-fraction", "use --val-fraction in [0, 1)"),
             (self.train_limit is None or self.train_limit >= 1, "train-limit", "use --train-limit >= 1"),
+            (self.image_size is None or 1 <= self.image_size <= 4096, "image-size",
+             "use --image-size between 1 and 4096 (pixels per side)"),
+            (self.channels is None or self.channels in CHANNELS, "channels", "use --channels 1 (grey) or 3 (RGB)"),
+            (0.0 < self.test_fraction < 1.0, "test-fraction", "use --test-fraction in (0, 1), e.g. 0.2"),
             (self.max_minutes is None or self.max_minutes > 0, "max-minutes", "use --max-minutes > 0"),
             (self.threads is None or self.threads >= 1, "threads", "use --threads >= 1"),
             (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), "device",
@@ -166,6 +183,12 @@ class RunConfig:
                                   f"{', '.join(VAE_MODELS)}); drop it or use --model vae")
 
     @property
+    def dataset_name(self) -> str:
+        """A short name of the data set for folder names and titles: the built-in's name, or the path's stem."""
+        kind, sep, path = self.dataset.partition(":")
+        return Path(path).stem or kind if sep and kind in SOURCE_KINDS else self.dataset
+
+    @property
     def is_vae(self) -> bool:
         return self.model in VAE_MODELS
 
@@ -189,7 +212,8 @@ class RunConfig:
     def data_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``aelab.data.load_dataset(self.dataset, **...)`` that give this run's splits."""
         return dict(data_dir=self.data_dir, val_fraction=self.val_fraction, seed=self.seed, classes=self.classes,
-                    train_limit=self.train_limit)
+                    train_limit=self.train_limit, image_size=self.image_size, channels=self.channels,
+                    test_fraction=self.test_fraction)
 
     def model_kwargs(self) -> dict[str, Any]:
         kwargs = dict(latent=self.latent, width=self.width, activation=self.activation, dropout=self.dropout,
@@ -197,6 +221,22 @@ class RunConfig:
         if self.is_vae:
             kwargs.update(likelihood=self.likelihood, sigma=self.sigma)
         return kwargs
+
+
+def dataset_spec(text: str) -> str:
+    """A built-in name as it is, or ``KIND:PATH`` with PATH made absolute (a run folder is read from anywhere);
+    anything else raises ``ConfigError``. What each kind reads is ``aelab.data.own``."""
+    text = str(text).strip()
+    if text in DATASET_NAMES:
+        return text
+    kind, sep, path = text.partition(":")
+    if sep and kind in SOURCE_KINDS and path.strip():
+        return f"{kind}:{os.path.abspath(os.path.expanduser(path.strip()))}"
+    if sep and kind in SOURCE_KINDS:
+        raise ConfigError(f"dataset {text!r} names no path; give --dataset {kind}:PATH")
+    forms = ", ".join(f"{k}:PATH" for k in SOURCE_KINDS)
+    raise ConfigError(f"unknown dataset {text!r}; choose one of: {', '.join(DATASET_NAMES)}, or your own images as "
+                      f"{forms}")
 
 
 def parse_noise(text: str | None) -> tuple[str, float] | None:

@@ -13,10 +13,10 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aelab.errors import OutputError, RunError
 
@@ -47,14 +47,15 @@ def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
     return Path(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``:
+    a reader sees the old file or the whole new one, never a part (for writers that stream, like ``np.savez``)."""
     path = Path(path)
     tmp = None
     try:
         tmp = temp_beside(path)
         with tmp.open("wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -68,6 +69,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+    return atomic_write_with(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

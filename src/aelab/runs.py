@@ -1,8 +1,9 @@
 """The run folder: its paths, checkpoints in safetensors, and loading a trained model back.
 
-A run folder holds ``config.yaml`` (the resolved configuration), ``best.safetensors`` and
-``last.safetensors`` (checkpoints), ``history.csv``, ``metrics.json``, ``pca.safetensors`` (the fitted PCA
-baseline), ``figures/`` and ``report.html``. Everything a person sees can be rebuilt from it.
+A run folder holds ``config.yaml`` (the resolved configuration), ``data.json`` (the data it was trained on:
+source, image shape, fingerprints), ``best.safetensors`` and ``last.safetensors`` (checkpoints),
+``history.csv``, ``metrics.json``, ``pca.safetensors`` (the fitted PCA baseline), ``figures/`` and
+``report.html``. Everything a person sees can be rebuilt from it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from safetensors.torch import save as st_save
 
 from aelab.config import RunConfig, merge
 from aelab.errors import AelabError, RunError
-from aelab.files import LOCK_NAME, atomic_write_bytes, folder_lock
+from aelab.files import LOCK_NAME, atomic_write_bytes, folder_lock, write_json
 from aelab.models import Autoencoder, PCAModel, build_model
 
 FORMAT = "aelab-run-1"
@@ -208,10 +209,26 @@ class Run:
             raise RunError(f"{self.metrics} is damaged; rebuild it with 'aelab evaluate {self.path}'") from None
 
     def save_pca(self, pca: PCAModel) -> None:
-        save_checkpoint(self.pca, pca.state(), {"latent": pca.latent})
+        save_checkpoint(self.pca, pca.state(), {"latent": pca.latent, "shape": list(pca.shape)})
 
     def load_pca(self) -> PCAModel | None:
         if not self.pca.is_file():
             return None
-        tensors, _ = load_checkpoint(self.pca)
-        return PCAModel.from_state(tensors)
+        tensors, meta = load_checkpoint(self.pca)
+        return PCAModel.from_state(tensors, tuple(meta.get("shape") or (1, 28, 28)))
+
+    @property
+    def data_record(self) -> Path:
+        return self.path / "data.json"
+
+    def save_data(self, record: dict[str, Any]) -> None:
+        """Keep what the run was trained on (``DataBundle.record``: source, shape, fingerprints) in data.json."""
+        write_json(self.data_record, record)
+
+    def load_data(self) -> dict[str, Any] | None:
+        """The run's data.json, or None (runs made before it existed, or a damaged file)."""
+        try:
+            record = json.loads(self.data_record.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return record if isinstance(record, dict) else None

@@ -63,3 +63,48 @@ def test_ssim_is_differentiable():
     y = torch.rand(4, 1, 28, 28, requires_grad=True)
     ssim_per_image(y, x).mean().backward()
     assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_colour_ssim_is_the_mean_over_channels_as_scikit_image():
+    """SSIM of an RGB image: each channel's SSIM, averaged (scikit-image's channel_axis), on real photographs."""
+    from skimage import data as samples
+
+    rng = np.random.default_rng(0)
+    photos = [samples.astronaut()[100:164, 120:184], samples.chelsea()[50:114, 200:264], samples.coffee()[:64, :64]]
+    target = np.stack(photos).astype(np.float64) / 255.0
+    recon = np.clip(target + rng.normal(0, 0.08, target.shape), 0, 1)
+    nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
+    for window, kwargs in (("gaussian", dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)),
+                           ("uniform7", {})):
+        ours = ssim_per_image(nchw(recon), nchw(target), window).numpy()
+        ref = [structural_similarity(t, r, data_range=1.0, channel_axis=-1, **kwargs)
+               for t, r in zip(target, recon, strict=True)]
+        assert np.abs(ours - ref).max() < 1e-6
+        per_channel = ssim_per_image(nchw(recon)[:, :1], nchw(target)[:, :1], window).numpy()
+        assert np.abs(ours - per_channel).max() > 1e-3  # the channels differ: the mean is not the first channel
+
+
+def test_images_smaller_than_the_window_get_the_largest_window_that_fits():
+    """8x8 images (scikit-learn's digits): a 7-tap Gaussian (sigma 1.5, cut and renormalised) and a 7x7 uniform
+    window; the uniform one is scikit-image's win_size=7, the Gaussian scipy's filter cut at 3 pixels."""
+    from scipy.ndimage import gaussian_filter
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images[:20] / 16.0
+    rng = np.random.default_rng(1)
+    noisy = np.clip(digits + rng.normal(0, 0.1, digits.shape), 0, 1)
+    t, r = torch.from_numpy(digits)[:, None], torch.from_numpy(noisy)[:, None]
+    ours7 = ssim_per_image(r, t, "uniform7").numpy()
+    ref7 = [structural_similarity(a, b, data_range=1.0, win_size=7) for a, b in zip(digits, noisy, strict=True)]
+    assert np.abs(ours7 - ref7).max() < 1e-6
+
+    def reference(a: np.ndarray, b: np.ndarray) -> float:
+        f = lambda v: gaussian_filter(v, 1.5, truncate=2.0)[3:-3, 3:-3]  # noqa: E731 - radius 3, valid region
+        mx, my = f(a), f(b)
+        vx, vy, cxy = f(a * a) - mx * mx, f(b * b) - my * my, f(a * b) - mx * my
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        return float((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean())
+
+    ours = ssim_per_image(r, t).numpy()
+    assert np.abs(ours - [reference(b, a) for a, b in zip(digits, noisy, strict=True)]).max() < 1e-6
+    assert np.allclose(ssim_per_image(t, t).numpy(), 1.0)

@@ -161,3 +161,47 @@ def test_fast_transposed_convolution_matches_torch(kernel, output_padding, bias,
     ours.eval()  # eval mode (inference, export) takes torch's own path
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x))
+
+
+# ------------------------------------------------------------------------------------------ other image shapes
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 30, 22)])
+def test_every_model_takes_any_image_shape(name, shape):
+    """Dense for any size; the convolutional models pad sides 4 does not divide and crop the output back."""
+    model = build_model(name, 4, width=0.25, shape=shape).eval()
+    x = torch.rand(2, *shape)
+    assert model.encode(x).shape == (2, 4)
+    assert model(x).shape == (2, *shape)
+    assert model.image_shape == shape and model.hparams["shape"] == list(shape)
+    again = build_model(name, 4, **{k: v for k, v in model.hparams.items() if k not in ("model", "latent")})
+    again.load_state_dict(model.state_dict())  # the hparams rebuild the same architecture (a checkpoint's job)
+    assert torch.allclose(again.eval()(x), model(x))
+
+
+def test_padding_is_said_only_when_the_path_does_not_divide():
+    from aelab.models import padding_note
+
+    assert padding_note((1, 28, 28)) is None and padding_note((3, 32, 32)) is None and padding_note((1, 8, 8)) is None
+    note = padding_note((3, 30, 22))
+    assert note and "30x22" in note and "32x24" in note and "crop" in note
+    kinds = [type(m).__name__ for m in build_model("conv-modified", 4, shape=(3, 30, 22)).modules()]
+    assert "PadTo" in kinds and "CropTo" in kinds
+    assert "PadTo" not in {type(m).__name__ for m in build_model("conv-modified", 4, shape=(3, 32, 32)).modules()}
+
+
+def test_the_default_shape_keeps_old_hparams_and_weights():
+    """A model of 28x28 grey images records no shape: checkpoints of older runs (no 'shape') rebuild the same."""
+    for name in sorted(MODELS):
+        model = build_model(name, 8)
+        assert "shape" not in model.hparams and model.image_shape == (1, 28, 28)
+        same = build_model(name, 8, shape=(1, 28, 28))
+        assert same.hparams == model.hparams
+        assert list(same.state_dict()) == list(model.state_dict())
+
+
+def test_pca_of_colour_images_reconstructs_their_shape():
+    images = (torch.rand(50, 3, 6, 10) * 255).to(torch.uint8)
+    pca = PCAModel(4, (3, 6, 10)).fit(images)
+    assert pca.reconstruct(images).shape == (50, 3, 6, 10)
+    again = PCAModel.from_state(pca.state(), (3, 6, 10))
+    assert torch.allclose(pca.reconstruct(images), again.reconstruct(images), atol=1e-6)

@@ -149,7 +149,9 @@ def evaluate(run: str, iwae_k: int, iwae_images: int, plain: str | None) -> None
     from aelab.runs import Run  # lazy: keeps 'aelab --help' free of torch
 
     r = Run.open(run)
-    _print_result(r, evaluate_run(r, iwae_k=iwae_k, iwae_images=iwae_images, plain=plain))
+    with warnings_as_lines():  # e.g. the data changed since training
+        metrics = evaluate_run(r, iwae_k=iwae_k, iwae_images=iwae_images, plain=plain)
+    _print_result(r, metrics)
 
 
 COMMANDS = (train, evaluate)

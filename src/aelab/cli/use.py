@@ -9,10 +9,12 @@ import click
 
 from aelab.cli.options import warnings_as_lines
 
-INPUT_HELP = ("INPUT is a data set split (fashion-mnist:test, mnist:train), an IDX images file (.gz or raw; "
-              "labels come along from the matching labels file beside it), a .npy array (n, 28, 28), "
-              "(n, 1, 28, 28) or (n, 784) of uint8 0..255 or float 0..1 (memory-mapped, read in batches), or a "
-              "folder of PNG images (grey or colour; one sub-folder per class gives labels).")
+INPUT_HELP = ("INPUT is a data set split (fashion-mnist:test, mnist:train; data:train, data:val or data:test: the "
+              "run's own splits, also of your own images), an IDX images file (.gz or raw; labels come along from "
+              "the matching labels file beside it), a .npy array (n, 28, 28), (n, 1, 28, 28) or (n, 784) of uint8 "
+              "0..255 or float 0..1 (memory-mapped, read in batches; other shapes for a model of other images), a "
+              ".npz holding x (and y), or a folder of PNG images (grey or colour, converted to the model's "
+              "channels; one sub-folder per class gives labels).")
 
 
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,7 +27,8 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--resize", is_flag=True,
-                        help="resize images that are not 28x28 (with a warning) instead of stopping")(func)
+                        help="resize images that are not of the model's size (28x28 for the built-in data sets; with "
+                             "a warning, the centre cropped to the aspect) instead of stopping")(func)
     func = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                         help="folder of the data set files, for a data set split INPUT")(func)
     return func
@@ -99,6 +102,7 @@ def export(run: str, fmt: str, out: str | None, checkpoint: str) -> None:
     \b
     encoder: images float32 (batch, 1, 28, 28) in [0, 1] -> codes (batch, latent)
     decoder: codes (batch, latent) -> images (batch, 1, 28, 28) in [0, 1]
+    (a run on other images: their (C, H, W); RUN/export/export.json says which)
     """
     from aelab.use.export import export_run  # lazy: keeps 'aelab --help' free of torch
 

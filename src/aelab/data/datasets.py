@@ -1,4 +1,5 @@
-"""The built-in data sets, Fashion-MNIST and MNIST, from their four official IDX gzip files: discovery, splits.
+"""The data sets: the built-in Fashion-MNIST and MNIST (their four official IDX gzip files: discovery, checksums),
+the user's own images (``data.own``), and the splits every data set gets (``load_dataset``).
 
 Discovery order (DESIGN.md): an explicit ``data_dir``, the ``AELAB_DATA_DIR`` environment variable, the user
 cache (``~/.cache/aelab``), the Debian package location ``/usr/share/datasets/fashion-mnist``, and last a
@@ -9,15 +10,19 @@ its *uncompressed* content before use. The whole data set lives in memory as uin
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from aelab.data.idx import download_file, read_idx
+from aelab.data.idx import cache_dir, download_file, read_idx
+from aelab.data.own import conform, is_own, load_own
+from aelab.data.pixels import SHAPE, as_nchw, image_shape, shape_text
 from aelab.errors import DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -66,11 +71,6 @@ def dataset_info(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "aelab"
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -135,7 +135,7 @@ def find_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
 # --------------------------------------------------------------------------------------------- the data set
 @dataclass
 class Split:
-    images: torch.Tensor  # (n, 28, 28) uint8
+    images: torch.Tensor  # uint8 (n, H, W) grey, (n, C, H, W) colour; (n, 28, 28) for the built-in data sets
     labels: torch.Tensor  # (n,) int64
 
     def __len__(self) -> int:
@@ -144,14 +144,23 @@ class Split:
 
 @dataclass
 class DataBundle:
-    """A data set in memory: train, validation and test splits and the class names."""
+    """A data set in memory: train, validation and test splits, the class names, the image shape."""
 
     name: str
     classes: tuple[str, ...]
     train: Split
     val: Split
     test: Split
-    source: str  # the folder the files came from
+    source: str  # the folder (or file) the images came from
+    shape: tuple[int, int, int] = SHAPE  # (C, H, W) of every image
+    fingerprint: dict[str, str] = field(default_factory=dict)  # "files" (names, sizes, times), "content" (pixels)
+    notes: list[str] = field(default_factory=list)  # what loading did (decoded, cached, resized, test split)
+
+    def record(self) -> dict[str, Any]:
+        """What a run folder keeps of its data (``data.json``): source, shape, counts, classes, fingerprints."""
+        return {"dataset": self.name, "source": self.source, "shape": list(self.shape), "classes": list(self.classes),
+                "images": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+                "fingerprint": dict(self.fingerprint), "notes": list(self.notes)}
 
 
 @functools.lru_cache(maxsize=4)
@@ -198,12 +207,27 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | None = None,
                  val_fraction: float = 0.1, seed: int = 0, classes: Sequence[str | int] | None = None,
-                 train_limit: int | None = None, test_limit: int | None = None,
-                 download: bool = True) -> DataBundle:
-    """Load, verify and split a data set. ``train_limit``/``test_limit`` take a seeded slice (for quick runs)."""
-    info = dataset_info(name)
-    (train_x, train_y, test_x, test_y), folder = load_raw(name, data_dir, download)
-    keep = resolve_classes(classes, info.classes)
+                 train_limit: int | None = None, test_limit: int | None = None, download: bool = True,
+                 image_size: int | None = None, channels: int | None = None, test_fraction: float = 0.2,
+                 progress: bool = True) -> DataBundle:
+    """Load, verify and split a data set: a built-in one by name, or the user's own images (``folder:PATH``,
+    ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``: ``data.own``). ``train_limit``/``test_limit`` take a seeded
+    slice (for quick runs); ``image_size`` and ``channels`` convert the images (``data.own.conform``)."""
+    notes: list[str] = []
+    if is_own(name):
+        own = load_own(name, image_size=image_size, channels=channels, test_fraction=test_fraction,
+                       progress=progress)
+        train_x, train_y, test_x, test_y, names = own.train_x, own.train_y, own.test_x, own.test_y, own.classes
+        source, fingerprint, notes = own.source, {"files": own.files_key, "content": own.content}, own.notes
+    else:
+        info = dataset_info(name)
+        (train_x, train_y, test_x, test_y), folder = load_raw(name, data_dir, download)
+        names, source = info.classes, str(folder)
+        fingerprint = {"content": hashlib.sha256("".join(info.sha256[s] for s in FILES).encode()).hexdigest()}
+        if image_size is not None or channels is not None:  # the built-in images converted like the user's own
+            train_x, test_x = (conform(x[:, None], channels, image_size, name, progress) for x in (train_x, test_x))
+            notes.append(f"converted to {shape_text(train_x.shape[1:])}")
+    keep = resolve_classes(classes, names)
     if keep is not None:
         m = np.isin(train_y, keep)
         train_x, train_y = train_x[m], train_y[m]
@@ -216,15 +240,19 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
     test_idx = np.arange(len(test_y))
     if test_limit is not None:
         test_idx = np.sort(np.random.default_rng(seed + 2).permutation(len(test_y))[:test_limit])
+    shape = image_shape(train_x.shape[1:]) if train_x.ndim == 4 else SHAPE
 
     def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
-        return Split(torch.from_numpy(np.ascontiguousarray(x[idx])),
-                     torch.from_numpy(y[idx].astype(np.int64)))
+        x = x[idx]
+        if x.ndim == 4 and x.shape[1] == 1:
+            x = x[:, 0]  # grey images stay (n, H, W), as the built-in ones
+        return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y[idx].astype(np.int64)))
 
-    return DataBundle(name=name, classes=info.classes, train=split(train_x, train_y, tr),
-                      val=split(train_x, train_y, va), test=split(test_x, test_y, test_idx), source=str(folder))
+    return DataBundle(name=name, classes=tuple(names), train=split(train_x, train_y, tr),
+                      val=split(train_x, train_y, va), test=split(test_x, test_y, test_idx), source=source,
+                      shape=shape, fingerprint=fingerprint, notes=notes)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (n, 28, 28) -> float32 (n, 1, 28, 28) in [0, 1]."""
-    return images.unsqueeze(1).to(torch.float32).div_(255.0)
+    """uint8 (n, H, W) or (n, C, H, W) -> float32 (n, C, H, W) in [0, 1] (C = 1 for grey)."""
+    return as_nchw(images).to(torch.float32).div_(255.0)

@@ -23,6 +23,12 @@ from tqdm import tqdm
 from aelab.errors import DataError
 
 
+def cache_dir() -> Path:
+    """The user cache of aelab: downloaded data sets, decoded image folders that cannot keep their own cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aelab"
+
+
 # --------------------------------------------------------------------------------------------- download
 def download_file(stem: str, dest: Path, sha256: str, mirrors: Sequence[str], retries: int = 3,
                   timeout: float = 30.0, progress: bool = True) -> Path:
@@ -75,7 +81,8 @@ def read_idx(path: Path, sha256: str | None, label: str | None = None) -> np.nda
     return parse_idx(raw, label)
 
 
-def parse_idx(raw: bytes, label: str = "IDX data") -> np.ndarray:
+def parse_idx(raw: bytes, label: str = "IDX data", any_size: bool = False) -> np.ndarray:
+    """IDX bytes -> uint8 array (labels (n,) or images (n, h, w)); images must be 28x28 unless ``any_size``."""
     if len(raw) < 8:
         raise DataError(f"{label}: too short for an IDX header; replace it with the official file")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
@@ -84,7 +91,7 @@ def parse_idx(raw: bytes, label: str = "IDX data") -> np.ndarray:
         raise DataError(f"{label}: wrong IDX magic {magic} (expected 2049 for labels or 2051 for images); "
                         f"replace it with the official file")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    if ndim == 3 and dims[1:] != (28, 28):
+    if ndim == 3 and dims[1:] != (28, 28) and not any_size:
         raise DataError(f"{label}: images of shape {dims[1:]}, expected (28, 28); this is not MNIST-like data")
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims))

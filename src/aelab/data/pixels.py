@@ -1,13 +1,18 @@
-"""Pixel arrays: any batch of images -> the float32 (n, 1, 28, 28) tensor the models take, and back to bytes.
+"""Pixel arrays: any batch of images -> the float32 (n, C, H, W) tensor the models take, and back to bytes.
 
-``to_pixels(array)`` turns a batch given as numpy or torch, of shape (n, 28, 28), (n, 1, 28, 28) or (n, 784),
-uint8 in 0..255 (any integer type) or float in [0, 1], into the float32 (n, 1, 28, 28) tensor the models take.
-Every problem raises ``InputError`` naming the first bad image.
+A model's image shape is (C, H, W): (1, 28, 28) for the built-in data sets, and whatever the user's own data
+set gives (``aelab.data.own``). ``to_pixels(array, shape=...)`` turns a batch given as numpy or torch, of
+shape (n, H, W) (grey), (n, C, H, W), (n, H, W, C) (colour, channels last) or (n, C*H*W), uint8 in 0..255 (any
+integer type) or float in [0, 1], into the float32 (n, C, H, W) tensor the models take. Every problem raises
+``InputError`` naming the first bad image. In memory a data set keeps uint8 images (n, H, W) when grey and
+(n, C, H, W) when in colour (``as_nchw``); figures and PNG files take (n, H, W) or (n, H, W, C) (``display``).
 """
 
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +23,89 @@ from aelab.errors import InputError
 
 SIDE = 28
 PIXELS = SIDE * SIDE
+SHAPE = (1, SIDE, SIDE)  # (C, H, W) of the built-in data sets, and of every run without a recorded shape
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 SHAPES_HELP = "(n, 28, 28), (n, 1, 28, 28) or (n, 784)"
 
 
 class ResizeWarning(UserWarning):
-    """Images that were not 28x28 were resized (``--resize``)."""
+    """Images that were not of the model's size were resized (``--resize``)."""
+
+
+# ------------------------------------------------------------------------------------------ image shapes
+def image_shape(shape: Sequence[int] | None) -> tuple[int, int, int]:
+    """(C, H, W) as a tuple of ints; None gives the built-in (1, 28, 28)."""
+    return SHAPE if shape is None else (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """(3, 32, 32) -> '32x32 RGB'; (1, 28, 28) -> '28x28 grey'."""
+    c, h, w = image_shape(shape)
+    return f"{h}x{w} {'grey' if c == 1 else 'RGB' if c == 3 else f'{c}-channel'}"
+
+
+def shapes_help(shape: Sequence[int]) -> str:
+    c, h, w = image_shape(shape)
+    forms = ([f"(n, {h}, {w})"] if c == 1 else [f"(n, {h}, {w}, {c})"]) + [f"(n, {c}, {h}, {w})",
+                                                                             f"(n, {c * h * w})"]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
+def as_nchw(images: torch.Tensor) -> torch.Tensor:
+    """A data set's images, (n, H, W) grey or (n, C, H, W), as (n, C, H, W) (a view, no copy)."""
+    return images.unsqueeze(1) if images.dim() == 3 else images
+
+
+def display(pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Images (n, C, H, W) or (n, H, W) -> what figures and PNG files take: (n, H, W) grey, (n, H, W, C) colour."""
+    a = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    if a.ndim == 4:
+        return a[:, 0] if a.shape[1] == 1 else np.moveaxis(a, 1, -1)
+    return a
+
+
+def mosaic(tiles: np.ndarray, cols: int, fill: float | int = 1.0, gap: int = 1) -> np.ndarray:
+    """Images (n, h, w) or (n, h, w, C) laid out ``cols`` per row with ``gap``-pixel lines of ``fill`` between."""
+    tiles = np.asarray(tiles)
+    n, h, w = tiles.shape[:3]
+    rows = max(1, math.ceil(n / cols))
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *tiles.shape[3:]), fill, dtype=tiles.dtype)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tile
+    return out
 
 
 # ------------------------------------------------------------------------------------------ pixel arrays
-def batch_shape_ok(shape: tuple[int, ...]) -> bool:
-    return (len(shape) == 3 and shape[1:] == (SIDE, SIDE)) or (len(shape) == 4 and shape[1:] == (1, SIDE, SIDE)) \
-        or (len(shape) == 2 and shape[1] == PIXELS)
+def batch_layout(shape: tuple[int, ...], image: Sequence[int] = SHAPE) -> str | None:
+    """How a batch of ``shape`` holds images of ``image`` (C, H, W): 'nchw', 'nhwc', 'nhw', 'flat', or None."""
+    c, h, w = image_shape(image)
+    if len(shape) == 4 and shape[1:] == (c, h, w):
+        return "nchw"
+    if len(shape) == 4 and c > 1 and shape[1:] == (h, w, c):
+        return "nhwc"
+    if len(shape) == 3 and c == 1 and shape[1:] == (h, w):
+        return "nhw"
+    if len(shape) == 2 and shape[1] == c * h * w:
+        return "flat"
+    return None
 
 
-def check_batch_shape(shape: tuple[int, ...], what: str = "images") -> None:
-    if not batch_shape_ok(tuple(shape)):
-        hint = "; one image? add a batch axis (x[None])" if tuple(shape) in ((SIDE, SIDE), (PIXELS,)) else ""
-        raise InputError(f"{what} have shape {tuple(shape)}, expected {SHAPES_HELP}{hint}")
+def batch_shape_ok(shape: tuple[int, ...], image: Sequence[int] = SHAPE) -> bool:
+    return batch_layout(tuple(shape), image) is not None
 
 
-def to_pixels(batch: Any, what: str = "images", first_index: int = 0) -> torch.Tensor:
-    """A batch of images -> float32 (n, 1, 28, 28) in [0, 1].
+def check_batch_shape(shape: tuple[int, ...], what: str = "images", image: Sequence[int] = SHAPE) -> None:
+    if not batch_shape_ok(tuple(shape), image):
+        c, h, w = image_shape(image)
+        one = tuple(shape) in ((h, w), (c, h, w), (h, w, c), (c * h * w,))
+        hint = "; one image? add a batch axis (x[None])" if one else ""
+        expected = SHAPES_HELP if image_shape(image) == SHAPE else shapes_help(image)
+        raise InputError(f"{what} have shape {tuple(shape)}, expected {expected}{hint}")
+
+
+def to_pixels(batch: Any, what: str = "images", first_index: int = 0, shape: Sequence[int] = SHAPE) -> torch.Tensor:
+    """A batch of images of ``shape`` (C, H, W) -> float32 (n, C, H, W) in [0, 1].
 
     Integer arrays are pixel values 0..255, float arrays values in [0, 1]; NaN, infinities and values out of
     range raise ``InputError`` naming the first bad image (counted from ``first_index``).
@@ -51,8 +117,10 @@ def to_pixels(batch: Any, what: str = "images", first_index: int = 0) -> torch.T
         if arr.dtype == object:
             raise InputError(f"{what} are Python objects; give a numeric array")
         t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # one batch: a small copy
-    check_batch_shape(tuple(t.shape), what)
-    t = t.reshape(t.shape[0], 1, SIDE, SIDE)
+    check_batch_shape(tuple(t.shape), what, shape)
+    c, h, w = image_shape(shape)
+    t = t.permute(0, 3, 1, 2) if batch_layout(tuple(t.shape), shape) == "nhwc" else t
+    t = t.reshape(t.shape[0], c, h, w)
     if t.dtype == torch.bool:
         return t.to(torch.float32)
     if t.dtype == torch.uint8:
@@ -87,35 +155,65 @@ def to_uint8(pixels: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """One image file -> uint8 (28, 28) grey; colour is converted (ITU-R 601 luma), other sizes resized."""
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # Pillow modes without colour
+
+
+def pil_to_array(im: Any, channels: int = 1, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A Pillow image -> uint8 (H, W) grey (``channels`` 1) or (H, W, 3) RGB.
+
+    Transparency is laid on black; 16-bit and float grey is scaled to 0..255; colour becomes grey by ITU-R 601
+    luma (Pillow's "L"), grey becomes RGB by repeating it. ``size`` (H, W): resized keeping the aspect, the
+    centre cropped to it (Pillow's ``ImageOps.fit``, Lanczos).
+    """
+    from PIL import Image, ImageOps
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        flat = Image.new("RGBA", im.size, (0, 0, 0, 255))  # transparent -> black background
+        im = Image.alpha_composite(flat, im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and a.max() <= 1.0 else 65535.0 if a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8))
+    im = im.convert("L" if channels == 1 else "RGB")
+    if size is not None and im.size != (size[1], size[0]):
+        im = ImageOps.fit(im, (size[1], size[0]), Image.Resampling.LANCZOS)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def read_image(path: Path, shape: Sequence[int] = SHAPE) -> np.ndarray:
+    """One image file -> uint8 (H, W) grey or (C, H, W) colour of ``shape``; colour is converted to grey (ITU-R
+    601 luma) or grey to colour as ``shape`` asks, other sizes resized (the centre cropped to the aspect)."""
     from PIL import Image, UnidentifiedImageError
 
+    c, h, w = image_shape(shape)
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                flat = Image.new("RGBA", im.size, (0, 0, 0, 255))  # transparent -> black background
-                im = Image.alpha_composite(flat, im)
-            if im.mode == "I;16" or im.mode == "I":
-                a = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray(np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255)
-                                     .astype(np.uint8))
-            grey = im.convert("L")
-            if grey.size != (SIDE, SIDE):
-                grey = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
-            return np.asarray(grey, dtype=np.uint8)
+            a = pil_to_array(im, c, (h, w))
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise InputError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:60]})") from None
+    return a if c == 1 else np.moveaxis(a, -1, 0)
 
 
 def image_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:
-    """uint8 (h, w) -> PNG bytes, optionally enlarged by an integer factor (nearest neighbour)."""
+    """uint8 (h, w) grey or (h, w, 3) RGB -> PNG bytes, optionally enlarged by an integer factor (nearest
+    neighbour)."""
     from PIL import Image
 
     if scale > 1:
-        pixels = np.kron(pixels, np.ones((scale, scale), dtype=np.uint8))
+        pixels = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def side_by_side(tiles: Sequence[torch.Tensor | np.ndarray], separator: int = 128) -> np.ndarray:
+    """Batches of pixels in [0, 1], each (b, C, H, W), -> uint8 (b, H, k*W + k - 1) grey or (b, H, .., C) colour:
+    the k images of each row side by side, 1-pixel columns of ``separator`` between them."""
+    parts = [display(to_uint8(t)) for t in tiles]
+    sep = np.full((*parts[0].shape[:2], 1, *parts[0].shape[3:]), separator, dtype=np.uint8)
+    out = [parts[0]]
+    for p in parts[1:]:
+        out += [sep, p]
+    return np.concatenate(out, axis=2)

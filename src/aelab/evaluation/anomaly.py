@@ -50,7 +50,7 @@ def available_scores(model: Autoencoder) -> tuple[str, ...]:
 
 def score_batch(fast: Autoencoder, x: torch.Tensor, kinds: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The pixel scores among ``kinds`` (mse, ssim, elbo; CPU float64, one per image) of float pixels ``x``
-    (b, 1, 28, 28) on the inference copy ``fast`` (``models.inference_copy``), in the layout and on the device it
+    (b, C, H, W) on the inference copy ``fast`` (``models.inference_copy``), in the layout and on the device it
     wants; with ``code`` in ``kinds`` also the latent codes (b, latent), float32."""
     out: dict[str, torch.Tensor] = {}
     if isinstance(fast, VAE):
@@ -76,7 +76,7 @@ def score_batch(fast: Autoencoder, x: torch.Tensor, kinds: tuple[str, ...]) -> d
 
 def model_scores(model: Autoencoder, images: torch.Tensor, kinds: tuple[str, ...] | None = None,
                  batch: int | None = None) -> dict[str, np.ndarray]:
-    """Pixel scores (and ``code``, when asked) of uint8 images (n, 28, 28) or float pixels (n, 1, 28, 28):
+    """Pixel scores (and ``code``, when asked) of uint8 images (n, H, W) / (n, C, H, W) or float pixels (n, C, H, W):
     {kind: float64 array (n,)}, codes (n, latent) float32. Latent scores need a reference set: see
     ``evaluation.detector``."""
     kinds = kinds or tuple(k for k in available_scores(model) if k in PIXEL_SCORES)
@@ -100,9 +100,9 @@ def model_scores(model: Autoencoder, images: torch.Tensor, kinds: tuple[str, ...
 
 def pca_scores(pca: PCAModel, images: torch.Tensor) -> np.ndarray:
     """PCA's reconstruction MSE per image (pixels clipped to [0, 1], like its reconstructions)."""
-    x = images.reshape(len(images), 1, 28, 28)
+    x = images.reshape(len(images), -1)
     target = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    return mse_per_image(pca.reconstruct(images), target).double().numpy()
+    return mse_per_image(pca.reconstruct(images).reshape(len(images), -1), target).double().numpy()
 
 
 def fit_isolation_forest(images: torch.Tensor, seed: int = 0) -> IsolationForest:

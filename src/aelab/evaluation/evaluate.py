@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from aelab.data import DataBundle, load_dataset, to_float
+from aelab.data import DataBundle, display, load_dataset, shape_text, to_float
 from aelab.data.noise import NoiseSpec
+from aelab.errors import RunError
 from aelab.evaluation.denoise import evaluate_denoising
-from aelab.evaluation.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics, summarize
+from aelab.evaluation.metrics import (
+    knn_accuracy,
+    latent_trustworthiness,
+    reconstruction_metrics,
+    ssim_window,
+    summarize,
+)
 from aelab.evaluation.passes import encode_all, encode_reconstruct_all, fit_pca
 from aelab.evaluation.vae import IWAE_IMAGES, IWAE_K, plain_section, vae_metrics
 from aelab.files import write_json
@@ -27,6 +35,21 @@ from aelab.runs import Run, load_checkpoint
 METRICS_FORMAT = "aelab-metrics-1"
 SSIM_DEFINITION = ("SSIM: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data range 1, valid region, "
                    "mean over images; SSIM-7: 7x7 uniform window, sample covariance")
+
+
+def ssim_definition(shape: tuple[int, int, int]) -> str:
+    """SSIM_DEFINITION, with what colour and small images change (metrics.ssim_window, docs/own-images.md)."""
+    c, h, w = shape
+    notes = []
+    if c > 1:
+        notes.append(f"colour: SSIM of each of the {c} channels, averaged over them")
+    if min(h, w) < 11:
+        notes.append(f"{h}x{w} images: windows cut to the largest odd size that fits (Gaussian "
+                     f"{ssim_window('gaussian', min(h, w))[0].numel()} taps, uniform "
+                     f"{ssim_window('uniform7', min(h, w))[0].numel()})")
+    return SSIM_DEFINITION + "".join(f"; {n}" for n in notes)
+
+
 COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("ssim7", "SSIM-7", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"),
            ("mse", "MSE", "{:.5f}"), ("bce", "BCE", "{:.4f}"), ("knn5", "kNN-5 acc", "{:.4f}"),
            ("trustworthiness", "trust.", "{:.4f}"))
@@ -57,8 +80,8 @@ class TestPasses:
     """The test split as evaluation saw it, for the report to reuse instead of a second pass over the data."""
 
     codes: np.ndarray      # (n, latent) float32, the autoencoder's codes
-    recon: np.ndarray      # (n, 28, 28) float32 in [0, 1], the autoencoder's reconstructions
-    pca_recon: np.ndarray  # (n, 28, 28) float32 in [0, 1], PCA's reconstructions
+    recon: np.ndarray      # (n, H, W) grey / (n, H, W, C) colour float32 in [0, 1], the autoencoder's reconstructions
+    pca_recon: np.ndarray  # the same layout, PCA's reconstructions
     ssim: np.ndarray       # (n,) per-image SSIM (headline definition) of ``recon``
     ssim_pca: np.ndarray   # (n,) the same for ``pca_recon``
     pca: PCAModel
@@ -85,9 +108,8 @@ def evaluate_test(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: i
         summary = summarize(per_image[name], labels, bundle.classes)
         summary["overall"].update(_latent_quality(train_codes.numpy(), knn_labels, test_codes.numpy(), bundle, seed))
         out[name] = summary
-    n = len(bundle.test)
-    passes = TestPasses(codes=test_codes_ae.numpy(), recon=recons["autoencoder"].numpy().reshape(n, 28, 28),
-                        pca_recon=recons["pca"].numpy().reshape(n, 28, 28), ssim=per_image["autoencoder"]["ssim"],
+    passes = TestPasses(codes=test_codes_ae.numpy(), recon=display(recons["autoencoder"]),
+                        pca_recon=display(recons["pca"]), ssim=per_image["autoencoder"]["ssim"],
                         ssim_pca=per_image["pca"]["ssim"], pca=pca)
     return out, passes
 
@@ -123,9 +145,10 @@ def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
     cfg = run.config()
     model = model if model is not None else run.load_model("best")
     bundle = bundle or load_dataset(cfg.dataset, **cfg.data_kwargs())
+    check_data(run, bundle, model)
     t0 = time.perf_counter()
     pca = run.load_pca()
-    if pca is None or pca.latent != cfg.latent:
+    if pca is None or pca.latent != cfg.latent or pca.shape != bundle.shape:
         pca = fit_pca(bundle, cfg.latent)
         run.save_pca(pca)
     results, passes = evaluate_test(model, bundle, pca, seed=cfg.seed)
@@ -136,8 +159,9 @@ def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
                 "loss": cfg.objective(), "parameters": count_parameters(model), **training},
         "split": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                   "classes": [bundle.classes[int(c)] for c in np.unique(bundle.test.labels.numpy())],
-                  "source": bundle.source, "knn_train": int(min(len(bundle.train), KNN_TRAIN_SAMPLE))},
-        "ssim_definition": SSIM_DEFINITION,
+                  "source": bundle.source, "knn_train": int(min(len(bundle.train), KNN_TRAIN_SAMPLE)),
+                  "shape": list(bundle.shape), "fingerprint": bundle.fingerprint.get("content")},
+        "ssim_definition": ssim_definition(bundle.shape),
         **results,
     }
     if isinstance(model, VAE):
@@ -151,6 +175,25 @@ def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(run.metrics, metrics)
     return metrics, passes
+
+
+class DataChangedWarning(UserWarning):
+    """The run's data are not the images it was trained on (``data.json``'s fingerprint differs)."""
+
+
+def check_data(run: Run, bundle: DataBundle, model: Autoencoder) -> None:
+    """``RunError`` when the data no longer fit the model (another image shape); a ``DataChangedWarning`` when
+    their content differs from what the run was trained on (``data.json``)."""
+    if model.image_shape != bundle.shape:
+        raise RunError(f"{bundle.name} now gives {shape_text(bundle.shape)} images but the model of {run.path} takes "
+                       f"{shape_text(model.image_shape)}; restore the data it was trained on, or train a new run")
+    record = run.load_data()
+    trained = (record or {}).get("fingerprint", {}).get("content")
+    now = bundle.fingerprint.get("content")
+    if trained and now and trained != now:
+        warnings.warn(f"the data of {run.path} changed since training ({bundle.source}: content fingerprint "
+                      f"{now[:12]}, trained on {trained[:12]}); the metrics are of the data as they are now",
+                      DataChangedWarning, stacklevel=3)
 
 
 def _training_summary(run: Run) -> dict[str, Any]:

@@ -17,27 +17,40 @@ import torch.nn.functional as F
 K1, K2 = 0.01, 0.03
 
 
-@functools.lru_cache(maxsize=8)
-def _window_1d(kind: str) -> tuple[torch.Tensor, bool]:
-    """(normalised 1-D window, use sample covariance) for ``gaussian`` (11 taps, sigma 1.5) or ``uniform7``."""
+@functools.lru_cache(maxsize=16)
+def ssim_window(kind: str, side: int = 11) -> tuple[torch.Tensor, bool]:
+    """(normalised 1-D window, use sample covariance) for ``gaussian`` (11 taps, sigma 1.5) or ``uniform7``.
+
+    Images smaller than the window (``side`` pixels on their short side) get the largest odd window that fits:
+    the Gaussian cut to that many taps (same sigma, renormalised), the uniform window narrowed.
+    """
+    fit = side if side % 2 else side - 1
     if kind == "gaussian":
         sigma, radius = 1.5, int(3.5 * 1.5 + 0.5)  # scipy.ndimage.gaussian_filter(truncate=3.5), as skimage
+        radius = max(0, min(radius, (fit - 1) // 2))
         x = torch.arange(-radius, radius + 1, dtype=torch.float64)
         w = torch.exp(-0.5 * (x / sigma) ** 2)
         return w / w.sum(), False
     if kind == "uniform7":
-        return torch.full((7,), 1.0 / 7.0, dtype=torch.float64), True
+        taps = max(1, min(7, fit))
+        return torch.full((taps,), 1.0 / taps, dtype=torch.float64), True
     raise ValueError(f"unknown SSIM window {kind!r}")
 
 
 def ssim_per_image(x: torch.Tensor, y: torch.Tensor, window: str = "gaussian",
                    data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM over the valid region of each image pair; ``x``, ``y``: (n, 1, h, w) in [0, data_range].
+    """Mean SSIM over the valid region of each image pair; ``x``, ``y``: (n, C, h, w) in [0, data_range].
 
     ``gaussian``: 11x11 Gaussian window, sigma 1.5, population covariance (the headline SSIM).
     ``uniform7``: 7x7 uniform window with sample covariance (scikit-image's default, "SSIM-7").
+    Colour images (C > 1): SSIM of each channel, averaged over the channels (scikit-image's ``channel_axis``,
+    ``tf.image.ssim``). Images smaller than the window: see ``ssim_window``.
     """
-    w1, sample_cov = _window_1d(window)
+    n, c = x.shape[0], x.shape[1]
+    if c > 1:
+        flat = (n * c, 1, *x.shape[2:])
+        return ssim_per_image(x.reshape(flat), y.reshape(flat), window, data_range).reshape(n, c).mean(dim=1)
+    w1, sample_cov = ssim_window(window, int(min(x.shape[-2:])))
     w1 = w1.to(device=x.device, dtype=x.dtype)
     k = w1.numel()
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (n, 5, h, w)

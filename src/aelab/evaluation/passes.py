@@ -13,8 +13,8 @@ from aelab.models import Autoencoder, PCAModel, inference_batch, inference_copy,
 
 def _batched(model: Autoencoder, images: torch.Tensor, fn: Callable[[Autoencoder, torch.Tensor], Any],
              batch: int | None) -> list[Any]:
-    """``fn(fast_model, x)`` over uint8 images (n, 28, 28) in batches, without gradients, on the fast inference
-    copy of ``model`` (``models.inference_copy``: batch norm folded, channels-last); one result per batch."""
+    """``fn(fast_model, x)`` over uint8 images (n, H, W) or (n, C, H, W) in batches, without gradients, on the fast
+    inference copy of ``model`` (``models.inference_copy``: batch norm folded, channels-last); one result per batch."""
     fast = inference_copy(model)
     device = next(model.parameters()).device
     batch = batch or inference_batch(device)
@@ -25,22 +25,22 @@ def _batched(model: Autoencoder, images: torch.Tensor, fn: Callable[[Autoencoder
 
 
 def encode_all(model: Autoencoder, images: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-    """Latent codes (n, latent) of uint8 images (n, 28, 28), float32 on the CPU."""
+    """Latent codes (n, latent) of uint8 images (n, H, W) or (n, C, H, W), float32 on the CPU."""
     if len(images) == 0:
         return torch.empty(0, model.latent)
     return torch.cat(_batched(model, images, lambda m, x: m.encode(x).float().cpu(), batch))
 
 
 def reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-    """Reconstructed pixels (n, 1, 28, 28) in [0, 1] of uint8 images (n, 28, 28), float32 on the CPU."""
+    """Reconstructed pixels (n, C, H, W) in [0, 1] of uint8 images, float32 on the CPU."""
     return encode_reconstruct_all(model, images, batch)[1]
 
 
 def encode_reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes (n, latent) and reconstructed pixels (n, 1, 28, 28) of uint8 images in one pass (CPU, float32)."""
+    """Codes (n, latent) and reconstructed pixels (n, C, H, W) of uint8 images in one pass (CPU, float32)."""
     if len(images) == 0:
-        return torch.empty(0, model.latent), torch.empty(0, 1, 28, 28)
+        return torch.empty(0, model.latent), torch.empty(0, *model.image_shape)
 
     def both(m: Autoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = m.encode(x)
@@ -52,4 +52,5 @@ def encode_reconstruct_all(model: Autoencoder, images: torch.Tensor, batch: int 
 
 
 def fit_pca(bundle: DataBundle, latent: int) -> PCAModel:
-    return PCAModel(latent).fit(bundle.train.images)
+    """PCA of ``latent`` components on the training split's pixels (all channels of an image as one vector)."""
+    return PCAModel(latent, bundle.shape).fit(bundle.train.images)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aelab.config import RunConfig, dump_yaml
-from aelab.data import load_dataset
-from aelab.errors import RunError
+from aelab.data import SHAPE, load_dataset, shape_text
+from aelab.errors import ConfigError, RunError
 from aelab.evaluation import evaluate_run, evaluate_run_passes
 from aelab.files import atomic_write_text
 from aelab.report import write_report
@@ -26,13 +26,13 @@ from aelab.training.distributed import make_trainer
 
 
 def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
-    name = cfg.name or f"{cfg.dataset}-{cfg.model}-{cfg.latent}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = cfg.name or f"{cfg.dataset_name}-{cfg.model}-{cfg.latent}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(root) / name
 
 
 # The files a run folder holds; a restart removes these and nothing else.
-RUN_FILES = ("config.yaml", "best.safetensors", "last.safetensors", "history.csv", "metrics.json", "pca.safetensors",
-             "report.html", "figures")
+RUN_FILES = ("config.yaml", "data.json", "best.safetensors", "last.safetensors", "history.csv", "metrics.json",
+             "pca.safetensors", "report.html", "figures")
 
 
 def _restart_needed(run: Run) -> bool:
@@ -65,7 +65,16 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
     run = Run(Path(out) if out else default_run_dir(cfg))
     _restart_needed(run)  # early, so that a wrong --out fails before the data is loaded
     # Load the data before the folder exists, so that a data error leaves nothing behind.
-    bundle = load_dataset(cfg.dataset, **cfg.data_kwargs())
+    bundle = load_dataset(cfg.dataset, **cfg.data_kwargs(), progress=progress)
+    pixels = bundle.shape[0] * bundle.shape[1] * bundle.shape[2]
+    if cfg.latent > min(pixels, len(bundle.train)):
+        what = (f"the {pixels} values of a {shape_text(bundle.shape)} image" if cfg.latent > pixels else
+                f"the {len(bundle.train)} training images (the PCA baseline of the same latent size needs as many)")
+        raise ConfigError(f"--latent {cfg.latent} is more than {what}; use --latent {min(pixels, len(bundle.train))} "
+                          f"or less")
+    if cfg.noise and bundle.shape != SHAPE:
+        raise ConfigError(f"--noise (denoising) works on 28x28 grey images only for now, and {cfg.dataset_name} has "
+                          f"{shape_text(bundle.shape)}; drop --noise, or give --image-size 28 --channels 1")
     created = not run.path.exists()
     with run.writing():
         if _restart_needed(run):  # again under the lock: another process may have started in between
@@ -80,6 +89,7 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
         atomic_write_text(run.config_file, dump_yaml(cfg))
+        run.save_data(bundle.record())
         return _finish(run, trainer, evaluate)
 
 

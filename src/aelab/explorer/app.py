@@ -44,6 +44,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aelab.data import display
 from aelab.errors import AelabError, ConfigError, InputError
 from aelab.explorer.checks import (
     MAX_ABS_CODE,
@@ -74,11 +75,11 @@ def _png(data: bytes, headers: dict[str, str] | None = None) -> Response:
 
 
 def _images(decoded: tuple[torch.Tensor, np.ndarray], codes: torch.Tensor, fmt: str) -> Response:
-    """Decoded images as one PNG, 28 x 28n, side by side (``png``), or as arrays with their codes (``json``)."""
+    """Decoded images as one PNG, H x Wn, side by side (``png``), or as arrays with their codes (``json``)."""
     pixels, u8 = decoded
     if fmt == "png":
         return _png(png_grey(u8[0] if len(u8) == 1 else np.concatenate(list(u8), axis=1)))
-    return JSONResponse({"codes": codes.tolist(), "images": np.round(pixels[:, 0].numpy(), 4).tolist()})
+    return JSONResponse({"codes": codes.tolist(), "images": np.round(display(pixels), 4).tolist()})
 
 
 class HostGuard:
@@ -122,7 +123,8 @@ def create_app(run: str | os.PathLike, *, max_upload_bytes: int = 1_000_000, max
         Query(request, ())
         hp = ex.model.hparams
         return JSONResponse({"run": ex.run.name, "path": str(ex.run), "model": hp, "latent": latent,
-                             "dataset": ex.model.config.dataset, "classes": ex.classes, "points": len(ex.labels),
+                             "dataset": ex.model.config.dataset_name, "shape": list(ex.model.image_shape),
+                             "classes": ex.classes, "points": len(ex.labels),
                              "mean_ssim": round(float(ex.ssim.mean()), 4), "vae": ex.vae, "token": ex.token,
                              "map": {"method": ex.map.method, "description": ex.map.describe(),
                                      "exact_lift": ex.map.exact_lift, "cached": ex.map.cached},

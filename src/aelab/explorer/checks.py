@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from starlette.requests import Request
 
+from aelab.data.pixels import pil_to_array
 from aelab.errors import InputError
 
 MAX_ABS_CODE = 1e6    # latent values beyond are refused; the largest test code of a trained latent-16 run: 32
@@ -33,20 +34,16 @@ class ApiError(Exception):
         self.status, self.message = status, message
 
 
-def read_upload(data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
-    """Image file bytes -> uint8 (28, 28) grey (transparency on black, other sizes resized), and its size."""
+def read_upload(data: bytes, shape: Sequence[int] = (1, 28, 28)) -> tuple[np.ndarray, tuple[int, int]]:
+    """Image file bytes -> uint8 (H, W) grey or (H, W, 3) RGB of the model's ``shape`` (C, H, W) (transparency on
+    black, other sizes resized keeping the aspect, the centre cropped), and its size."""
     try:
         with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]) as im:
             w, h = im.size
             if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE or w < 1 or h < 1:
                 raise InputError(f"the image is {w}x{h} pixels; send at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}")
             im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
-            grey = im.convert("L")
-            if grey.size != (28, 28):
-                grey = grey.resize((28, 28), Image.Resampling.LANCZOS)
-            return np.asarray(grey, dtype=np.uint8).copy(), (w, h)
+            return pil_to_array(im, int(shape[0]), (int(shape[1]), int(shape[2]))).copy(), (w, h)
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -56,8 +53,9 @@ def read_upload(data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
         raise InputError(f"the upload is a damaged or unsupported image ({why}); send a PNG") from None
 
 
-def light_background(grey: np.ndarray) -> bool:
+def light_background(image: np.ndarray) -> bool:
     """True when the border is light (a dark drawing on paper); the data sets draw light things on black."""
+    grey = image.mean(axis=-1) if image.ndim == 3 else image
     border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
     return float(border.mean()) > 127.5
 

@@ -24,7 +24,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 import aelab
-from aelab.data import image_bytes, load_dataset
+from aelab.data import display, image_bytes, load_dataset, to_float, to_pixels
 from aelab.evaluation.metrics import ssim_per_image
 from aelab.explorer.checks import ApiError, light_background, read_upload
 from aelab.explorer.projection import Projection, project
@@ -38,12 +38,11 @@ class Explorer:
         self.run = Path(run)
         self.model = aelab.load(run)
         cfg = self.model.config
-        bundle = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                              classes=cfg.classes, train_limit=cfg.train_limit, test_limit=test_limit)
+        bundle = load_dataset(cfg.dataset, **dict(cfg.data_kwargs(), test_limit=test_limit), progress=False)
         self.classes = tuple(bundle.classes)
         self.labels = bundle.test.labels.numpy()
-        self.images_u8 = bundle.test.images.numpy()
-        pixels = bundle.test.images.unsqueeze(1).to(torch.float32).div_(255.0)
+        self.images_u8 = display(bundle.test.images.numpy())  # (n, H, W) grey, (n, H, W, C) colour
+        pixels = to_float(bundle.test.images)
         torch.set_num_threads(threads)
         self.codes = self.model.encode_batch(pixels)
         recon = self.model.decode_batch(self.codes)
@@ -53,7 +52,7 @@ class Explorer:
                                for i in range(0, len(pixels), 256)]).numpy()
         self.map: Projection = project(self.codes.numpy(), projection, labels=self.labels,
                                        cache_dir=None if test_limit else self.run / "explorer", seed=0, threads=threads)
-        self.recon_u8 = to_u8(recon[:, 0])
+        self.recon_u8 = display(to_u8(recon))
         self.flat = pixels.reshape(len(pixels), -1).contiguous()
         self.flat_sq = (self.flat ** 2).sum(1)
         self.codes_sq = (self.codes ** 2).sum(1)
@@ -92,7 +91,8 @@ class Explorer:
 
     def neighbours(self, code: torch.Tensor, flat: torch.Tensor, k: int, exclude: int | None = None
                    ) -> dict[str, list[dict[str, Any]]]:
-        """The ``k`` nearest test images to ``code`` in latent space and to ``flat`` (784 pixels) in pixel space."""
+        """The ``k`` nearest test images to ``code`` in latent space and to ``flat`` (its C*H*W pixels) in pixel
+        space."""
         def nearest(space: torch.Tensor, sq: torch.Tensor, q: torch.Tensor) -> list[dict[str, Any]]:
             d2 = sq - 2.0 * (space @ q) + q @ q
             if exclude is not None:
@@ -105,23 +105,24 @@ class Explorer:
 
     def encode_upload(self, data: bytes, invert: str) -> dict[str, Any]:
         """An uploaded image file -> its code, map position, reconstruction, SSIM and neighbours."""
-        grey, size = read_upload(data)
-        flip = invert == "yes" or (invert == "auto" and light_background(grey))
+        image, size = read_upload(data, self.model.image_shape)
+        flip = invert == "yes" or (invert == "auto" and light_background(image))
         if flip:
-            grey = 255 - grey
-        x = torch.from_numpy(grey).to(torch.float32).div_(255.0).reshape(1, 1, 28, 28)
+            image = 255 - image
+        x = to_pixels(image[None], "the upload", shape=self.model.image_shape)
         code = self.model.encode_batch(x)
         recon = self.model.decode_batch(code)
         return {"code": code[0].tolist(), "xy": self.map.place(code.numpy())[0].tolist(),
                 "ssim": round(float(ssim_per_image(recon, x)[0]), 4), "inverted": flip, "size": list(size),
-                "input": data_url(image_bytes(grey)), "reconstruction": data_url(image_bytes(to_u8(recon[0, 0]))),
+                "input": data_url(image_bytes(image)),
+                "reconstruction": data_url(image_bytes(display(to_u8(recon))[0])),
                 "neighbours": self.neighbours(code[0], x.reshape(-1), 8)}
 
 
 class DecodeBatcher:
     """Decodes that arrive while one runs wait and go together as one batch (in a worker thread, off the loop).
 
-    ``await decode(z)`` -> (pixels float32 (k, 1, 28, 28) in [0, 1], uint8 (k, 28, 28)): the conversion to
+    ``await decode(z)`` -> (pixels float32 (k, C, H, W) in [0, 1], uint8 (k, H, W[, C])): the conversion to
     uint8 is done once per batch in the worker too (four torch ops: ~30 us per request when done one by one).
     """
 
@@ -141,7 +142,7 @@ class DecodeBatcher:
 
     def _work(self, z: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         pixels = self.model.decode_batch(z)
-        return pixels, to_u8(pixels[:, 0])
+        return pixels, display(to_u8(pixels))
 
     async def _drain(self) -> None:
         try:
@@ -169,16 +170,18 @@ class DecodeBatcher:
 
 
 def png_grey(u8: np.ndarray) -> bytes:
-    """uint8 (h, w) -> a greyscale PNG (no filter, zlib level 1): ~20 us for 28x28, against ~60 us through
-    Pillow's ``Image.save`` (measured); the decode endpoints answer with one of these per request."""
-    h, w = u8.shape
-    raw = np.zeros((h, w + 1), np.uint8)  # each row starts with its filter type, 0
-    raw[:, 1:] = u8
+    """uint8 (h, w) grey or (h, w, 3) RGB -> a PNG (no filter, zlib level 1): ~20 us for 28x28, against ~60 us
+    through Pillow's ``Image.save`` (measured); the decode endpoints answer with one of these per request."""
+    h, w = u8.shape[:2]
+    colour = u8.ndim == 3
+    raw = np.zeros((h, w * u8.shape[2] + 1 if colour else w + 1), np.uint8)  # each row starts with its filter, 0
+    raw[:, 1:] = u8.reshape(h, -1)
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    header = struct.pack(">IIBBBBB", w, h, 8, 2 if colour else 0, 0, 0, 0)  # colour type 2: RGB, 0: grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
 
 

@@ -5,6 +5,7 @@ family.
 """
 
 from aelab.models import conv, dense, vae  # noqa: F401 - importing a family registers it
+from aelab.models.conv import padding_note
 from aelab.models.inference import INFERENCE_BATCH, count_parameters, inference_batch, inference_copy, is_convolutional
 from aelab.models.layers import ConvTranspose2d
 from aelab.models.pca import PCAModel
@@ -13,4 +14,4 @@ from aelab.models.vae import VAE, VAEOutput, kl_per_dim, prior_codes, prior_quan
 
 __all__ = ["ACTIVATIONS", "INFERENCE_BATCH", "LATENT_RANGE", "MODELS", "MODEL_HELP", "Autoencoder", "ConvTranspose2d",
            "PCAModel", "build_model", "count_parameters", "inference_batch", "inference_copy", "is_convolutional",
-           "register", "VAE", "VAEOutput", "kl_per_dim", "prior_codes", "prior_quantiles"]
+           "padding_note", "register", "VAE", "VAEOutput", "kl_per_dim", "prior_codes", "prior_quantiles"]

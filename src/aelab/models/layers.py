@@ -89,3 +89,51 @@ def drop(p: float) -> list[nn.Module]:
 
 def channels(base: int, width: float) -> int:
     return max(4, int(round(base * width)))
+
+
+# ------------------------------------------------------------------------------------------ image shapes
+DEFAULT_SHAPE = (1, 28, 28)  # (C, H, W) of the built-in data sets; a model without a recorded shape takes these
+
+
+def image_shape(shape: Any) -> tuple[int, int, int]:
+    """(C, H, W) of ``shape`` (a sequence of three ints), or the default (1, 28, 28) for None."""
+    if shape is None:
+        return DEFAULT_SHAPE
+    c, h, w = (int(v) for v in shape)
+    if c < 1 or h < 1 or w < 1:
+        raise ValueError(f"image shape {tuple(shape)} has an empty axis")
+    return c, h, w
+
+
+def shape_hparams(shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The hparams entry of an image shape: nothing for the default (old checkpoints and new ones of the built-in
+    data sets stay alike), else ``shape`` as a list (what JSON gives back)."""
+    return {} if shape == DEFAULT_SHAPE else {"shape": list(shape)}
+
+
+class PadTo(nn.Module):
+    """Zero-pads (n, C, h, w) at the bottom and right to (n, C, H, W): the size a down-sampling path divides."""
+
+    def __init__(self, height: int, width: int):
+        super().__init__()
+        self.height, self.width = height, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, self.width - x.shape[-1], 0, self.height - x.shape[-2]))
+
+
+class CropTo(nn.Module):
+    """Keeps the top-left (H, W) of (n, C, h, w): undoes ``PadTo`` on the decoder's output."""
+
+    def __init__(self, height: int, width: int):
+        super().__init__()
+        self.height, self.width = height, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., :self.height, :self.width]
+
+
+def padded(shape: tuple[int, int, int], factor: int) -> tuple[int, int]:
+    """(H, W) of ``shape`` rounded up to multiples of ``factor`` (what a path that halves log2(factor) times takes)."""
+    _, h, w = shape
+    return -(-h // factor) * factor, -(-w // factor) * factor

@@ -13,12 +13,13 @@ class PCAModel:
     ``decode`` returns pixels (clipped to [0, 1]), not logits: PCA has no sigmoid.
     """
 
-    def __init__(self, latent: int):
+    def __init__(self, latent: int, shape: tuple[int, int, int] = (1, 28, 28)):
         self.latent = latent
+        self.shape = tuple(int(v) for v in shape)  # (C, H, W) of the images; colour: all channels' pixels together
         self.pca = PCA(n_components=latent, svd_solver="covariance_eigh")
 
     def fit(self, images: torch.Tensor) -> PCAModel:
-        """``images``: uint8 (n, 28, 28) or float (n, 1, 28, 28) in [0, 1]."""
+        """``images``: uint8 (n, H, W) / (n, C, H, W) or float (n, C, H, W) in [0, 1], of ``shape``."""
         self.pca.fit(self._flat(images))
         return self
 
@@ -33,7 +34,7 @@ class PCAModel:
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         x = self.pca.inverse_transform(codes.numpy().astype(np.float32))
-        return torch.from_numpy(np.clip(x, 0.0, 1.0).astype(np.float32)).reshape(-1, 1, 28, 28)
+        return torch.from_numpy(np.clip(x, 0.0, 1.0).astype(np.float32)).reshape(-1, *self.shape)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(images))
@@ -44,9 +45,9 @@ class PCAModel:
                 "explained_variance": torch.from_numpy(self.pca.explained_variance_.astype(np.float32))}
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor]) -> PCAModel:
+    def from_state(cls, state: dict[str, torch.Tensor], shape: tuple[int, int, int] = (1, 28, 28)) -> PCAModel:
         comps = state["components"].numpy()
-        model = cls(comps.shape[0])
+        model = cls(comps.shape[0], shape)
         p = model.pca
         p.components_ = comps
         p.mean_ = state["mean"].numpy()

@@ -1,10 +1,11 @@
 """The model registry and the one interface every autoencoder has (``encode``, ``decode``, ``forward``).
 
-Every model takes images as float tensors (n, 1, 28, 28) in [0, 1] and offers ``encode(x) -> z``,
-``decode(z) -> logits`` and ``forward(x) -> logits``; ``torch.sigmoid(logits)`` gives pixels.
-``build_model(name, latent, **hparams)`` makes a registered one (timm's ``create_model`` pattern);
-``model.hparams`` rebuilds it from a checkpoint. A new family is one file that calls ``@register``, imported
-by ``aelab/models/__init__.py``.
+Every model takes images as float tensors (n, C, H, W) in [0, 1] ((n, 1, 28, 28) for the built-in data sets;
+``model.image_shape``) and offers ``encode(x) -> z``, ``decode(z) -> logits`` and ``forward(x) -> logits``;
+``torch.sigmoid(logits)`` gives pixels. ``build_model(name, latent, shape=(C, H, W), **hparams)`` makes a
+registered one (timm's ``create_model`` pattern); ``model.hparams`` rebuilds it from a checkpoint (``shape`` is
+kept there only when it is not the default (1, 28, 28), so older checkpoints load as they are).
+A new family is one file that calls ``@register``, imported by ``aelab/models/__init__.py``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class Autoencoder(nn.Module):
     @property
     def latent(self) -> int:
         return int(self.hparams["latent"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes: (1, 28, 28) unless its hparams say otherwise."""
+        c, h, w = self.hparams.get("shape") or (1, 28, 28)
+        return int(c), int(h), int(w)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

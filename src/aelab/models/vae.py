@@ -18,6 +18,7 @@ deviation shared by all pixels), ``kl_per_dim`` (KL(q(z|x) || N(0, I)) per laten
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -50,7 +51,7 @@ def prior_quantiles(steps: int, low: float = 0.03, high: float = 0.97) -> np.nda
 class VAEOutput(NamedTuple):
     """What a VAE's forward pass gives in training mode."""
 
-    logits: torch.Tensor  # (n, 1, 28, 28): the decoder's logits of one posterior sample
+    logits: torch.Tensor  # (n, C, H, W): the decoder's logits of one posterior sample
     mean: torch.Tensor    # (n, latent): the posterior mean
     logvar: torch.Tensor  # (n, latent): the posterior log-variance
 
@@ -167,15 +168,17 @@ def _check(likelihood: str, sigma: float | None) -> None:
 
 @register("vae", "variational autoencoder on the conv-modified backbone (posterior mean as the code)")
 def vae(latent: int, width: float = 1.0, activation: str = "relu", dropout: float = 0.1, batch_norm: bool = True,
-        likelihood: str = "bernoulli", sigma: float | None = None) -> VAE:
+        likelihood: str = "bernoulli", sigma: float | None = None, shape: Sequence[int] | None = None) -> VAE:
     _check(likelihood, sigma)
-    base = conv_modified(latent, width=width, activation=activation, dropout=dropout, batch_norm=batch_norm)
+    base = conv_modified(latent, width=width, activation=activation, dropout=dropout, batch_norm=batch_norm,
+                         shape=shape)
     return VAE(base, dict(base.hparams, model="vae", likelihood=likelihood, sigma=sigma))
 
 
 @register("vae-dense", "variational autoencoder on the dense backbone (posterior mean as the code)")
 def vae_dense(latent: int, width: float = 1.0, activation: str = "relu", dropout: float = 0.0,
-              batch_norm: bool = False, likelihood: str = "bernoulli", sigma: float | None = None) -> VAE:
+              batch_norm: bool = False, likelihood: str = "bernoulli", sigma: float | None = None,
+              shape: Sequence[int] | None = None) -> VAE:
     _check(likelihood, sigma)
-    base = dense(latent, width=width, activation=activation, dropout=dropout, batch_norm=batch_norm)
+    base = dense(latent, width=width, activation=activation, dropout=dropout, batch_norm=batch_norm, shape=shape)
     return VAE(base, dict(base.hparams, model="vae-dense", likelihood=likelihood, sigma=sigma))

@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from aelab.data.pixels import mosaic
+
 # Okabe & Ito (2008), the colour-blind-safe set, with the yellow darkened for contrast on white, plus two
 # colours from Paul Tol's muted scheme for classes 9 and 10.
 CLASS_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#C9B200", "#0072B2", "#D55E00", "#CC79A7", "#000000",
@@ -88,7 +90,10 @@ def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
 
 
 def _tile(ax: Any, image: np.ndarray) -> None:
-    ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    """One image, (h, w) grey or (h, w, 3) colour, in [0, 1]."""
+    image = np.asarray(image)
+    image = image.reshape(28, 28) if image.ndim == 1 else np.clip(image, 0.0, 1.0)  # 784 pixels: a flat 28x28
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -143,7 +148,7 @@ def reconstructions(originals: np.ndarray, ae: np.ndarray, pca: np.ndarray, ssim
                     ssim_pca: np.ndarray, names: Sequence[str], title: str) -> Figure:
     """Originals (top row) above their autoencoder (middle) and PCA (bottom) reconstructions.
 
-    Arrays of n images (n, 28, 28) in [0, 1]; ``ssim_*`` (n,) per-image SSIM written under each tile;
+    Arrays of n images (n, H, W) or (n, H, W, 3) in [0, 1]; ``ssim_*`` (n,) per-image SSIM written under each tile;
     ``names`` (n,) the class of each original, written above it.
     """
     n = len(originals)
@@ -177,7 +182,7 @@ def reconstructions_by_class(originals: np.ndarray, ae: np.ndarray, pca: np.ndar
                              ssim_pca: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """One row per class: k examples, each as original | autoencoder | PCA, SSIM under the reconstructions.
 
-    Arrays shaped (classes, k, 28, 28) and (classes, k); ``class_names`` names the rows.
+    Arrays shaped (classes, k, H, W[, 3]) and (classes, k); ``class_names`` names the rows.
     """
     c, k = originals.shape[:2]
     tile = 0.72
@@ -306,24 +311,22 @@ def training_curves(history: Sequence[dict[str, Any]], best_epoch: int | None, s
 @_styled
 def decoded_manifold(grid: np.ndarray, x_values: np.ndarray, y_values: np.ndarray, xlabel: str, ylabel: str,
                      title: str) -> Figure:
-    """A grid of decoded images (rows, cols, 28, 28): column j decodes x_values[j], row i y_values[i].
+    """A grid of decoded images (rows, cols, H, W) or (rows, cols, H, W, 3): column j decodes x_values[j], row i
+    y_values[i].
 
     Row 0 is drawn at the top with the largest y value, as on a plot.
     """
-    rows, cols = grid.shape[:2]
-    mosaic = np.ones((rows * 29 - 1, cols * 29 - 1))
-    for i in range(rows):
-        for j in range(cols):
-            mosaic[i * 29:i * 29 + 28, j * 29:j * 29 + 28] = grid[rows - 1 - i, j]
-    fig = new_figure(7.6, 7.0 * rows / cols + 1.0)
+    rows, cols, h, w = grid.shape[:4]
+    board = mosaic(np.clip(grid[::-1].reshape(rows * cols, *grid.shape[2:]), 0.0, 1.0), cols)
+    fig = new_figure(7.6, 7.0 * rows * h / (cols * w) + 1.0)
     ax = fig.subplots()
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(board, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     step = max(1, cols // 5)
     xt = list(range(0, cols, step))
-    ax.set_xticks([j * 29 + 13.5 for j in xt], [f"{x_values[j]:.2g}" for j in xt])
+    ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in xt], [f"{x_values[j]:.2g}" for j in xt])
     step = max(1, rows // 5)
     yt = list(range(0, rows, step)) if rows > 1 else []
-    ax.set_yticks([(rows - 1 - i) * 29 + 13.5 for i in yt], [f"{y_values[i]:.2g}" for i in yt])
+    ax.set_yticks([(rows - 1 - i) * (h + 1) + (h - 1) / 2 for i in yt], [f"{y_values[i]:.2g}" for i in yt])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     for spine in ax.spines.values():

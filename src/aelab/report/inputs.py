@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aelab.config import RunConfig
-from aelab.data import DataBundle, load_dataset
+from aelab.data import DataBundle, display, load_dataset
 from aelab.errors import RunError
 from aelab.evaluation import METRICS_FORMAT, TestPasses, encode_all, fit_pca
 from aelab.evaluation.metrics import ssim_per_image
@@ -41,7 +41,8 @@ class RunInputs:
 
 @dataclass
 class SplitViews:
-    """The test split seen through the model and through PCA (arrays in [0, 1], images (n, 28, 28))."""
+    """The test split seen through the model and through PCA (arrays in [0, 1], images (n, H, W) grey or
+    (n, H, W, C) colour: ``data.display``)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -126,23 +127,28 @@ def _num(value: Any) -> float:
 def _decoder(model: Autoencoder) -> Callable[[np.ndarray], np.ndarray]:
     fast = inference_copy(model)
     device = next(model.parameters()).device
+    empty = display(np.empty((0, *model.image_shape), np.float32))
 
     def decode(codes: np.ndarray, batch: int = inference_batch(device)) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for i in range(0, len(codes), batch):
                 z = torch.as_tensor(np.asarray(codes[i:i + batch], dtype=np.float32), device=device)
-                out.append(torch.sigmoid(fast.decode(z)).float().cpu().reshape(-1, 28, 28))
-        return torch.cat(out).numpy() if out else np.empty((0, 28, 28), np.float32)
+                out.append(torch.sigmoid(fast.decode(z)).float().cpu())
+        return display(torch.cat(out)) if out else empty
     return decode
+
+
+def _nchw(images: np.ndarray) -> torch.Tensor:
+    """Display-layout images (n, H, W) or (n, H, W, C) -> (n, C, H, W)."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    return t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)
 
 
 def _ssim(recon: np.ndarray, target: np.ndarray, batch: int = 2000) -> np.ndarray:
     out = []
     for i in range(0, len(recon), batch):
-        r = torch.from_numpy(recon[i:i + batch]).unsqueeze(1)
-        t = torch.from_numpy(target[i:i + batch]).unsqueeze(1)
-        out.append(ssim_per_image(r, t).numpy())
+        out.append(ssim_per_image(_nchw(recon[i:i + batch]), _nchw(target[i:i + batch])).numpy())
     return np.concatenate(out)
 
 
@@ -159,17 +165,17 @@ def gather_views(inputs: RunInputs, bundle: DataBundle | None = None, passes: Te
     if expected is not None and expected != len(bundle.test):
         raise RunError(f"{inputs.run.metrics} was made on {expected} test images but the data now give "
                        f"{len(bundle.test)}; rebuild it with 'aelab evaluate {inputs.run.path}'")
-    images = bundle.test.images.numpy().astype(np.float32) / 255.0
+    images = display(bundle.test.images.numpy().astype(np.float32) / 255.0)
     decode = _decoder(inputs.model)
     labels, classes = bundle.test.labels.numpy(), bundle.classes
     if passes is not None and len(passes.codes) == len(images):
         return SplitViews(images=images, labels=labels, class_names=classes, codes=passes.codes, ae=passes.recon,
                           pca=passes.pca_recon, ssim_ae=passes.ssim, ssim_pca=passes.ssim_pca, decode=decode)
     pca: PCAModel | None = inputs.run.load_pca()
-    if pca is None or pca.latent != cfg.latent:
+    if pca is None or pca.latent != cfg.latent or pca.shape != bundle.shape:
         pca = fit_pca(bundle, cfg.latent)
     codes = encode_all(inputs.model, bundle.test.images).numpy()
     ae = decode(codes)
-    pca_recon = pca.reconstruct(bundle.test.images).numpy().reshape(-1, 28, 28)
+    pca_recon = display(pca.reconstruct(bundle.test.images))
     return SplitViews(images=images, labels=labels, class_names=classes, codes=codes, ae=ae, pca=pca_recon,
                       ssim_ae=_ssim(ae, images), ssim_pca=_ssim(pca_recon, images), decode=decode)

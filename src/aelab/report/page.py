@@ -20,7 +20,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from aelab._version import __version__
-from aelab.data import DataBundle
+from aelab.data import DATASETS, DataBundle, shape_text
 from aelab.device import thread_limits
 from aelab.evaluation import COLUMNS, TestPasses
 from aelab.files import atomic_write_bytes, atomic_write_text
@@ -77,17 +77,19 @@ def page_context(inputs: RunInputs, figures: list[FigureOut]) -> dict[str, Any]:
     return {
         "title": f"aelab report: {inputs.run.path.name}",
         "run_name": inputs.run.path.name,
-        "headline": {"dataset": cfg.dataset, "model": cfg.model, "latent": cfg.latent,
+        "headline": {"dataset": cfg.dataset_name, "model": cfg.model, "latent": cfg.latent,
                      "ae_ssim": _fmt("ssim", ae["overall"]["ssim"]), "pca_ssim": _fmt("ssim", pca["overall"]["ssim"]),
                      "ae_psnr": _fmt("psnr", ae["overall"]["psnr"]), "pca_psnr": _fmt("psnr", pca["overall"]["psnr"])},
         "config": [(k, "—" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else str(v)))
                    for k, v in cfg.to_dict().items()],
         "data": [("data set", m["split"].get("source") and f"{cfg.dataset} (from {m['split']['source']})"
                   or cfg.dataset),
+                 *([("images", shape_text(m["split"]["shape"]))] if m["split"].get("shape") else []),
                  ("classes", ", ".join(m["split"].get("classes") or [])),
                  ("training images", f"{m['split'].get('train', 0):,}"),
                  ("validation images", f"{m['split'].get('val', 0):,} (seeded split, fraction {cfg.val_fraction})"),
-                 ("test images", f"{m['split'].get('test', 0):,} (the official test split)")],
+                 ("test images", f"{m['split'].get('test', 0):,} "
+                                 f"({'the official test split' if cfg.dataset in DATASETS else 'the test split'})")],
         "training": [("model", f"{cfg.model}, latent {cfg.latent}, {int(r.get('parameters') or 0):,} parameters"),
                      ("epochs", f"{r.get('epochs')} of {cfg.epochs} planned"),
                      ("best epoch", f"{best}" + (f" (validation loss {best_row['val_loss']:.5f})"

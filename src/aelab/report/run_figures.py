@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from PIL import Image
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
+from aelab.data import SHAPE, shape_text
 from aelab.report import figures as F
 from aelab.report.denoise import denoise_figures
 from aelab.report.inputs import RunInputs, SplitViews
@@ -45,7 +47,7 @@ def make_figures(inputs: RunInputs, views: SplitViews, tsne_sample: int = TSNE_S
     names = views.class_names
     n, d = views.codes.shape
     label_names = [names[int(c)] for c in views.labels]
-    run_tag = f"{cfg.dataset}, {cfg.model}, latent {d}"
+    run_tag = f"{cfg.dataset_name}, {cfg.model}, latent {d}"
     out: list[FigureOut] = []
 
     def add(name: str, title: str, caption: str, fig: Any) -> None:
@@ -113,7 +115,11 @@ def make_figures(inputs: RunInputs, views: SplitViews, tsne_sample: int = TSNE_S
         f"lines: the means over all test images.",
         F.per_class_quality(classes, ae_ssim, pca_ssim, m["autoencoder"]["overall"]["ssim"],
                             m["pca"]["overall"]["ssim"], f"SSIM per class, autoencoder vs PCA ({run_tag})"))
-    if cfg.is_vae:  # samples from the prior, the manifold over its quantiles, the KL per dimension
+    if cfg.is_vae and inputs.model.image_shape != SHAPE:  # report/vae.py draws 28x28 grey tiles only
+        warnings.warn(f"the VAE figures (prior samples, KL per dimension) are drawn for 28x28 grey images only; "
+                      f"skipped for {shape_text(inputs.model.image_shape)} ('aelab sample' draws the samples)",
+                      stacklevel=2)
+    elif cfg.is_vae:  # samples from the prior, the manifold over its quantiles, the KL per dimension
         for name, title, caption, fig in vae_figures(m, views.decode, d, cfg.seed, run_tag):
             add(name, title, caption, fig)
     if cfg.noise:  # a denoising run: noisy | denoised | clean, SSIM per method (report.denoise)
@@ -184,14 +190,14 @@ def _manifold_figure(views: SplitViews, run_tag: str, steps: int = 15) -> tuple[
     title = f"Decoded manifold ({run_tag})"
     if d == 1:
         xs = _grid_values(codes[:, 0], steps)
-        grid = views.decode(xs[:, None]).reshape(1, steps, 28, 28)
+        grid = views.decode(xs[:, None]).reshape(1, steps, *views.images.shape[1:])
         caption = (f"The decoder's images for {steps} values of the 1-D latent, from the 2% to the 98% quantile "
                    f"of the test codes.")
         return caption, F.decoded_manifold(grid, xs, np.array([0.0]), "latent z", "", title)
     if d == 2:
         xs, ys = _grid_values(codes[:, 0], steps), _grid_values(codes[:, 1], steps)
         zz = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)   # row i: y = ys[i]
-        grid = views.decode(zz).reshape(steps, steps, 28, 28)
+        grid = views.decode(zz).reshape(steps, steps, *views.images.shape[1:])
         caption = (f"The decoder's images on a {steps}×{steps} grid spanning the 2% to 98% quantiles of the test "
                    f"codes in each latent dimension (grid values are quantiles, not evenly spaced).")
         return caption, F.decoded_manifold(grid, xs, ys, "latent z₁ (test-code quantiles)",
@@ -201,7 +207,7 @@ def _manifold_figure(views: SplitViews, run_tag: str, steps: int = 15) -> tuple[
     share = pca.explained_variance_ratio_ * 100
     xs, ys = _grid_values(scores[:, 0], steps), _grid_values(scores[:, 1], steps)
     zz = pca.inverse_transform(np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2))
-    grid = views.decode(zz).reshape(steps, steps, 28, 28)
+    grid = views.decode(zz).reshape(steps, steps, *views.images.shape[1:])
     caption = (f"The decoder's images on a {steps}×{steps} grid in the plane of the first two principal "
                f"directions of the {d}-D test codes (through their mean), spanning the 2% to 98% quantiles.")
     return caption, F.decoded_manifold(grid, xs, ys, f"principal direction 1 ({share[0]:.0f}% of variance)",
@@ -220,7 +226,8 @@ def _interpolation_figure(views: SplitViews, rng: np.random.Generator, run_tag: 
     t = np.linspace(0.0, 1.0, steps)
     line = (1 - t)[:, None] * views.codes[i] + t[:, None] * views.codes[j]
     decoded = views.decode(line)
-    blended = (1 - t)[:, None, None] * views.images[i] + t[:, None, None] * views.images[j]
+    t_img = t.reshape(-1, *([1] * views.images[i].ndim))
+    blended = (1 - t_img) * views.images[i] + t_img * views.images[j]
     na, nb = views.class_names[int(a)], views.class_names[int(b)]
     fig = F.interpolation(decoded, blended, t, views.images[i], views.images[j], na, nb,
                           f"Interpolation from {na} to {nb} ({run_tag})")

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aelab.data import ImageSource, image_bytes, open_input, to_pixels, to_uint8
+from aelab.data import ImageSource, image_bytes, open_input, to_pixels
 from aelab.data.noise import TEST_STREAM, NoiseSpec, generator_for
+from aelab.data.pixels import side_by_side
 from aelab.errors import OutputError
 from aelab.evaluation.anomaly import SCORE_LABELS
 from aelab.evaluation.detector import run_detector
@@ -95,7 +96,8 @@ def score_to_csv(run: str | os.PathLike, source: str | os.PathLike | ImageSource
     model.detector = run_detector(Run.open(run), model.model, quantile, score)
     det = model.detector
     cut = det.threshold if threshold is None else float(threshold)
-    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir)
+    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir,
+                                                                    shape=model.image_shape)
     n = _count(src.n, limit)
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -103,7 +105,7 @@ def score_to_csv(run: str | os.PathLike, source: str | os.PathLike | ImageSource
     flagged = 0
     with _bar(n, "score", progress) as bar:
         for start, images in src.batches(batch_size, n):
-            s = model.anomaly_score(to_pixels(images, src.label, start))
+            s = model.anomaly_score(to_pixels(images, src.label, start, model.image_shape))
             for j, value in enumerate(s):
                 flag = bool(value > cut)
                 flagged += flag
@@ -124,7 +126,8 @@ def denoise_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.Path
     ``noisy | denoised | clean`` PNGs with the SSIM of the denoised image against the clean one; and index.csv."""
     model = run if isinstance(run, TrainedModel) else load(run)
     spec = NoiseSpec.parse(add_noise)
-    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir)
+    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir,
+                                                                    shape=model.image_shape)
     n = _count(src.n, limit)
     width = max(5, len(str(max(n - 1, 0))))
     buf = io.StringIO()
@@ -133,7 +136,7 @@ def denoise_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.Path
     total = 0.0
     with StagedDir(out_dir, force) as stage, _bar(n, "denoise", progress) as bar:
         for b, (start, images) in enumerate(src.batches(batch_size, n)):
-            clean = to_pixels(images, src.label, start)
+            clean = to_pixels(images, src.label, start, model.image_shape)
             x = spec.apply(clean, generator_for(seed, TEST_STREAM, 0, b)) if spec else clean
             y = model.decode_batch(model.encode_batch(x))
             tiles = [x, y, clean] if spec else [x, y]
@@ -155,10 +158,5 @@ def denoise_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.Path
 
 
 def _strip(tiles: list[torch.Tensor]) -> np.ndarray:
-    """(b, 28, 28k + k - 1) uint8: the tiles of each image side by side, grey columns between them."""
-    parts = []
-    for t, tile in enumerate(tiles):
-        if t:
-            parts.append(np.full((len(tile), 28, 1), SEPARATOR, dtype=np.uint8))
-        parts.append(to_uint8(tile[:, 0]))
-    return np.concatenate(parts, axis=2)
+    """(b, H, kW + k - 1[, C]) uint8: the tiles of each image side by side, grey columns between them."""
+    return side_by_side(tiles, SEPARATOR)

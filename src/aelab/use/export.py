@@ -5,6 +5,7 @@ TorchScript) and ``export.json`` describing them:
 
 - encoder: input ``images`` float32 (batch, 1, 28, 28), pixels in [0, 1] -> output ``codes`` (batch, latent);
 - decoder: input ``codes`` float32 (batch, latent) -> output ``images`` (batch, 1, 28, 28) in [0, 1]
+  (a model of other images: their (C, H, W) instead of (1, 28, 28); export.json says which)
   (the sigmoid is part of the exported decoder).
 
 For a VAE the encoder is the mean encoder (``model.encoder`` ends in the mean head; the log-variance head is
@@ -142,7 +143,8 @@ def export_model(model: Autoencoder, out_dir: str | os.PathLike, fmt: str = "onn
     out.mkdir(parents=True, exist_ok=True)
     enc, dec = parts(model)
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(8, 1, 28, 28, generator=g)
+    images = torch.rand(8, *model.image_shape, generator=g)
+    dims = ", ".join(str(v) for v in model.image_shape)
     with torch.inference_mode():
         codes = enc(images)
     codes = codes.clone()
@@ -164,11 +166,11 @@ def export_model(model: Autoencoder, out_dir: str | os.PathLike, fmt: str = "onn
                     diffs[name] = d
         info = {
             "format": fmt, "source": source, "model": model.hparams, "latent": model.latent,
-            "encoder": {"file": final["encoder"].name, "input": "images float32 (batch, 1, 28, 28) in [0, 1]",
+            "encoder": {"file": final["encoder"].name, "input": f"images float32 (batch, {dims}) in [0, 1]",
                         "output": f"codes float32 (batch, {model.latent})"
                                   + (" (the posterior mean of a VAE)" if isinstance(model, VAE) else "")},
             "decoder": {"file": final["decoder"].name, "input": f"codes float32 (batch, {model.latent})",
-                        "output": "images float32 (batch, 1, 28, 28) in [0, 1] (sigmoid included)"},
+                        "output": f"images float32 (batch, {dims}) in [0, 1] (sigmoid included)"},
             "torch": torch.__version__, "checked_max_abs_diff": diffs or None,
         }
         final["info"] = out / "export.json"

@@ -1,8 +1,10 @@
 """The jobs behind ``aelab encode``, ``aelab decode`` and ``aelab reconstruct``: files in, files out.
 
-Inputs are read a batch at a time (``aelab.imageio``), so a memory-mapped .npy of any length is never
-loaded whole; outputs are written to temporary files or a temporary folder and renamed into place at the
-end, so an error half-way leaves nothing behind.
+Inputs are read a batch at a time (``aelab.data.sources``), in the shape the run's model takes, so a
+memory-mapped .npy of any length is never loaded whole; ``data:train``, ``data:val`` and ``data:test`` name the
+run's own splits of its data set (whatever its source: a built-in set or the user's own images). Outputs are
+written to temporary files or a temporary folder and renamed into place at the end, so an error half-way leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from aelab.data import ImageSource, image_bytes, open_input, to_pixels, to_uint8
-from aelab.errors import OutputError
+from aelab.data import ImageSource, display, image_bytes, load_dataset, open_input, to_pixels, to_uint8
+from aelab.data.pixels import side_by_side
+from aelab.errors import InputError, OutputError
 from aelab.evaluation.metrics import ssim_per_image
 from aelab.files import StagedDir
 from aelab.use.api import TrainedModel, check_codes, load
@@ -47,19 +48,44 @@ def _limit(n: int, limit: int | None) -> int:
     return n if limit is None else min(n, limit)
 
 
+# ------------------------------------------------------------------------------------------ inputs
+RUN_SPLITS = ("train", "val", "test")
+
+
+def open_source(model: TrainedModel, source: str | os.PathLike | ImageSource, resize: bool = False,
+                data_dir: str | None = None) -> ImageSource:
+    """What ``source`` names, read in the shape ``model`` takes: an ``ImageSource`` as it is, ``data:SPLIT`` (the
+    run's own split of its data set), or a file, folder or built-in split (``data.open_input``)."""
+    if isinstance(source, ImageSource):
+        return source
+    kind, sep, split = str(source).partition(":")
+    if kind != "data" or not sep or Path(str(source)).exists():
+        return open_input(source, resize=resize, data_dir=data_dir, shape=model.image_shape)
+    if split not in RUN_SPLITS:
+        raise InputError(f"{source}: unknown split {split!r}; use data:train, data:val or data:test")
+    if model.config is None:
+        raise InputError(f"{source}: names a run's own data, but this model was not loaded from a run folder")
+    cfg = model.config
+    bundle = load_dataset(cfg.dataset, **dict(cfg.data_kwargs(), data_dir=data_dir or cfg.data_dir))
+    part = getattr(bundle, split)
+    images = part.images.numpy()
+    return ImageSource(label=f"{cfg.dataset_name}:{split}", n=len(part), read=lambda a, b: images[a:b],
+                       labels=part.labels.numpy(), classes=bundle.classes)
+
+
 # ------------------------------------------------------------------------------------------ encode
 def encode_to_file(run: str | os.PathLike | TrainedModel, source: str | os.PathLike | ImageSource,
                    out: str | os.PathLike, *, resize: bool = False, batch_size: int = 1024,
                    limit: int | None = None, progress: bool = True, data_dir: str | None = None) -> Result:
     """Encode every image of ``source`` with the model of ``run`` into the code file ``out``."""
     model = run if isinstance(run, TrainedModel) else load(run)
-    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir)
+    src = open_source(model, source, resize, data_dir)
     n = _limit(src.n, limit)
     meta = Meta(names=src.names[:n] if src.names else None,
                 labels=src.labels[:n] if src.labels is not None else None, classes=src.classes)
     with CodeWriter(out, n, model.latent, meta) as writer, _bar(n, "encode", progress) as bar:
         for start, images in src.batches(batch_size, n):
-            x = to_pixels(images, src.label, start)
+            x = to_pixels(images, src.label, start, model.image_shape)
             writer.write(start, model.encode_batch(x).numpy())
             bar.update(len(images))
         paths = writer.commit()
@@ -89,7 +115,7 @@ def decode_to_pngs(run: str | os.PathLike | TrainedModel, codes: str | os.PathLi
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             z = check_codes(table.codes[start:stop], model.latent, table.label, start)
-            pixels = to_uint8(model.decode_batch(z)[:, 0])
+            pixels = display(to_uint8(model.decode_batch(z)))
             for i, img in enumerate(pixels, start=start):
                 name = table.meta.names[i] if table.meta.names else None
                 stage.write(f"{i:0{width}d}{_stem(name)}.png", image_bytes(img, scale))
@@ -109,7 +135,7 @@ def reconstruct_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.
     the input pixels; the PNG holds both rounded to 8 bits.
     """
     model = run if isinstance(run, TrainedModel) else load(run)
-    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir)
+    src = open_source(model, source, resize, data_dir)
     n = _limit(src.n, limit)
     width = max(5, len(str(n - 1)))
     buf = io.StringIO()
@@ -120,11 +146,11 @@ def reconstruct_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.
     total = 0.0
     with StagedDir(out_dir, force) as stage, _bar(n, "reconstruct", progress) as bar:
         for start, images in src.batches(batch_size, n):
-            x = to_pixels(images, src.label, start)
+            x = to_pixels(images, src.label, start, model.image_shape)
             recon = model.decode_batch(model.encode_batch(x))
             ssim = ssim_per_image(recon.double(), x.double()).numpy()
             total += float(ssim.sum())
-            pairs = _pairs(x, recon)
+            pairs = side_by_side([x, recon], SEPARATOR)
             for j, img in enumerate(pairs):
                 i = start + j
                 name = src.names[i] if src.names else None
@@ -140,10 +166,3 @@ def reconstruct_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.
         stage.write("index.csv", buf.getvalue().encode("utf-8"))
         path = stage.commit()
     return Result(n, [path, path / "index.csv"], mean_ssim=total / n)
-
-
-def _pairs(x: torch.Tensor, recon: torch.Tensor) -> np.ndarray:
-    """(b, 28, 57) uint8: the original, a grey separator column, the reconstruction."""
-    a, b = to_uint8(x[:, 0]), to_uint8(recon[:, 0])
-    sep = np.full((len(a), a.shape[1], 1), SEPARATOR, dtype=np.uint8)
-    return np.concatenate([a, sep, b], axis=2)

@@ -36,7 +36,7 @@ class OutlierMixin:
     detector: Detector | None
 
     def _pixels(self, images: Any, start: int, stop: int) -> torch.Tensor:
-        return to_pixels(images[start:stop], first_index=start)
+        return to_pixels(images[start:stop], first_index=start, shape=self.model.image_shape)
 
     def _check(self, images: Any) -> None:
         if not hasattr(images, "shape") or not hasattr(images, "__getitem__"):

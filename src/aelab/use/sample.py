@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aelab.data import image_bytes
+from aelab.data import display, image_bytes, mosaic, to_uint8
 from aelab.errors import OutputError, RunError
 from aelab.files import atomic_write_bytes
 from aelab.models import prior_codes, prior_quantiles
@@ -33,16 +33,10 @@ def manifold_codes(steps: int) -> np.ndarray:
     return np.stack(np.meshgrid(values, values[::-1]), axis=-1).reshape(-1, 2)
 
 
-def mosaic(images: np.ndarray, cols: int) -> np.ndarray:
-    """Images (n, 28, 28) in [0, 1] -> one uint8 image, ``cols`` per row, 1-pixel white gaps."""
-    n = len(images)
-    rows = max(1, math.ceil(n / cols))
-    out = np.full((rows * 29 - 1, cols * 29 - 1), 255, dtype=np.uint8)
-    tiles = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, cols)
-        out[r * 29:r * 29 + 28, c * 29:c * 29 + 28] = tile
-    return out
+def grid_image(images: np.ndarray, cols: int) -> np.ndarray:
+    """Images (n, H, W) grey or (n, C, H, W) colour in [0, 1] -> one uint8 image, ``cols`` per row, 1-pixel white
+    gaps."""
+    return mosaic(display(to_uint8(images)), cols, fill=255)
 
 
 @dataclass
@@ -76,5 +70,5 @@ def sample_to_png(run: str | os.PathLike, out: str | os.PathLike, n: int = 64, s
     else:
         codes = prior_codes(n, model.latent, seed)  # as TrainedModel.sample draws them
         images, cols = model.decode(codes), math.ceil(math.sqrt(n))
-    atomic_write_bytes(path, image_bytes(mosaic(images, cols), scale=scale))
+    atomic_write_bytes(path, image_bytes(grid_image(images, cols), scale=scale))
     return SampleResult(path, len(codes), codes)

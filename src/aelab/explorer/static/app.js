@@ -366,6 +366,9 @@ async function main() {
       `${info.points.toLocaleString()} test images, mean SSIM ${info.mean_ssim.toFixed(3)}`;
     $("map-note").textContent = proj.description;
     $("sample-panel").hidden = !info.vae;
+    const [c, h, w] = info.shape;  // the images the model takes: 1x28x28 for the built-in data sets
+    $("up-caption").textContent = `your image (${h}x${w})`;
+    $("up-input").alt = `uploaded image, ${h}x${w} ${c === 1 ? "grey" : "colour"}`;
     legend();
     wire();
     layout();

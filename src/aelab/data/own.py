@@ -1,0 +1,272 @@
+"""The user's own images as a data set: ``--dataset folder:PATH``, ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``.
+
+``load_own(spec, image_size=..., channels=..., test_fraction=...)`` gives the source's images as uint8
+(n, C, H, W) arrays, train and test, with labels, class names and fingerprints; ``datasets.load_dataset`` makes
+the usual ``DataBundle`` of them (validation split, class subsets, limits).
+
+- **Shape.** Without ``image_size`` every image keeps its size (all must agree); with it, each is resized so
+  that its shorter side is ``image_size`` and the centre is cropped to a square (Pillow's ``ImageOps.fit``,
+  Lanczos): the aspect is kept by cropping, never by stretching or padding. ``channels`` 1 makes colour grey
+  (ITU-R 601 luma, as Pillow), 3 repeats grey into RGB; by default grey data stays grey and colour stays RGB.
+- **Test split.** A folder's ``test/`` sub-folder, a ``.npz``'s ``x_test`` / ``y_test``, IDX ``t10k-`` files;
+  otherwise ``test_fraction`` of the images, drawn with a fixed seed (the same test set for every run).
+- **Cache.** An image folder is decoded once into ``PATH/.aelab-cache/<options>.npz`` (uint8 arrays and a
+  description), keyed by every file's name, size and modification time and by the options; a change to any
+  file rebuilds it. Written to a temporary file and renamed, so it is never half-written; a folder that cannot
+  be written keeps its cache in the user cache (``~/.cache/aelab/own/``). Array files are read as they are
+  (they hold decoded pixels already).
+- **Memory.** A data set whose uint8 pixels would not fit in the memory available now is refused, naming the
+  size, before anything is decoded (a streaming loader is not there yet).
+- **Fingerprints.** ``files`` (names, sizes, times: the cache key) and ``content`` (sha256 of the decoded pixels,
+  labels and class names): a run records both, and ``aelab evaluate`` warns when the content changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from aelab.data import arrays, folders
+from aelab.data.idx import cache_dir
+from aelab.data.pixels import pil_to_array, shape_text
+from aelab.errors import DataError, OutputError
+from aelab.files import atomic_write_with
+
+KINDS = ("folder", "npz", "npy", "idx")
+CACHE_FOLDER = ".aelab-cache"
+CACHE_FORMAT = "aelab-own-cache-1"
+TEST_SEED = 0  # the seeded test split of a source without one: the same images for every run
+
+
+@dataclass
+class OwnData:
+    """A source's images, decoded: uint8 (n, C, H, W), labels int64, class names, where from, fingerprints."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...]
+    source: str
+    files_key: str
+    content: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    kind, sep, path = str(spec).partition(":")
+    if not sep or kind not in KINDS or not path:
+        raise DataError(f"unknown data source {spec!r}; give folder:PATH, npz:PATH, npy:PATH or idx:PREFIX")
+    return kind, Path(path).expanduser()
+
+
+def is_own(spec: str) -> bool:
+    kind, sep, _ = str(spec).partition(":")
+    return bool(sep) and kind in KINDS
+
+
+# ------------------------------------------------------------------------------------------ memory
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation now (Linux: MemAvailable; else the free pages)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def size_text(n: int) -> str:
+    """Bytes in words: '78.4 kB', '1.2 GB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_memory(label: str, n: int, need: int, what: str, fix: str) -> None:
+    """``DataError`` naming the size when ``need`` bytes (``n`` images, ``what``) exceed the memory available."""
+    free = available_memory()
+    if need > free:
+        raise DataError(f"{label}: {n:,} images{what} need {size_text(need)} of memory as uint8, more than the "
+                        f"{size_text(free)} available; {fix} (aelab has no streaming loader yet)")
+
+
+# ------------------------------------------------------------------------------------------ conversions
+def conform(x: np.ndarray, channels: int | None, image_size: int | None, label: str, progress: bool = True
+            ) -> np.ndarray:
+    """uint8 (n, C, H, W) -> the asked channels and size (see the module docstring)."""
+    c = x.shape[1]
+    if channels == 3 and c == 1:
+        x = np.repeat(x, 3, axis=1)
+    elif channels == 1 and c == 3:  # ITU-R 601 luma in Pillow's integer arithmetic: the same as Image.convert("L")
+        r, g, b = (x[:, i].astype(np.uint32) for i in range(3))
+        x = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[:, None]
+    if image_size is None or x.shape[2:] == (image_size, image_size):
+        return np.ascontiguousarray(x)
+    from PIL import Image
+
+    out = np.empty((len(x), x.shape[1], image_size, image_size), dtype=np.uint8)
+    for i in tqdm(range(len(x)), desc=f"resize {Path(label).name}", unit="img", disable=None if progress else True,
+                  leave=False):
+        im = Image.fromarray(x[i, 0] if x.shape[1] == 1 else np.moveaxis(x[i], 0, -1))
+        a = pil_to_array(im, x.shape[1], (image_size, image_size))
+        out[i] = a[None] if x.shape[1] == 1 else np.moveaxis(a, -1, 0)
+    return out
+
+
+def content_digest(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                   classes: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for a in (x, y, x_test, y_test):
+        h.update(f"{a.dtype}|{a.shape}|".encode())
+        h.update(np.ascontiguousarray(a).data)
+    h.update("\n".join(classes).encode())
+    return h.hexdigest()
+
+
+def seeded_test_split(n: int, fraction: float, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: ``fraction`` of ``n`` images (at least one) as the test split, fixed seed."""
+    if n < 2:
+        raise DataError(f"{label}: holds {n} image; give at least 2 (a training and a test image)")
+    perm = np.random.default_rng(TEST_SEED).permutation(n)
+    k = min(n - 1, max(1, int(round(n * fraction))))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+# ------------------------------------------------------------------------------------------ the cache
+def _cache_paths(root: Path, tag: str) -> list[Path]:
+    """Where a folder's decoded cache lives: beside the data, else in the user cache."""
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return [root / CACHE_FOLDER / f"{tag}.npz", cache_dir() / "own" / digest / f"{tag}.npz"]
+
+
+def read_cache(path: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """(arrays, description) of a cache file made for ``key``; None when missing, of another key, or damaged."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
+                return None
+            return {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}, meta
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None  # a damaged cache is rebuilt, never trusted
+
+
+def write_cache(paths: list[Path], data: dict[str, np.ndarray], meta: dict[str, Any]) -> Path | None:
+    """Write the cache to the first of ``paths`` that can be written (atomically); None when none can."""
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return atomic_write_with(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **data))
+        except (OSError, OutputError):
+            continue
+    return None
+
+
+# ------------------------------------------------------------------------------------------ the sources
+def _load_folder(root: Path, image_size: int | None, channels: int | None, test_fraction: float, progress: bool
+                 ) -> OwnData:
+    layout = folders.scan(root)
+    split = "test/" if layout.test is not None else f"fraction {test_fraction:g}"
+    options = f"|size={image_size}|channels={channels}|test={split}|{CACHE_FORMAT}"
+    key = hashlib.sha256((folders.files_key(layout) + options).encode()).hexdigest()
+    tag = f"{'s' + str(image_size) if image_size else 'own'}-{'c' + str(channels) if channels else 'auto'}"
+    paths = _cache_paths(root, tag)
+    for path in paths:
+        hit = read_cache(path, key)
+        if hit is not None:
+            a, meta = hit
+            return OwnData(a["train_x"], a["train_y"], a["test_x"], a["test_y"], tuple(meta["classes"]), str(root),
+                           key, meta["content"], [f"decoded images read from the cache {path}"])
+    size, found = folders.inspect(layout.files, image_size)
+    c = channels or found
+    shape = (c, *size)
+    check_memory(str(root), len(layout.files), len(layout.files) * int(np.prod(shape)), f" of {shape_text(shape)}",
+                 "give a smaller --image-size, or fewer images")
+    x = folders.decode(layout.files, c, size, progress, desc=f"decode {root.name}")
+    n = len(layout.train)
+    train_x, test_x = x[:n], x[n:]
+    train_y, test_y = layout.train_labels, layout.test_labels
+    notes = [f"{len(x):,} images decoded from {root}"]
+    if layout.test is None:
+        tr, te = seeded_test_split(n, test_fraction, str(root))
+        train_x, test_x, train_y, test_y = train_x[tr], train_x[te], train_y[tr], train_y[te]
+        notes.append(f"test split: {len(te):,} of {n:,} images ({test_fraction:g}, seed {TEST_SEED})")
+    assert test_y is not None
+    content = content_digest(train_x, train_y, test_x, test_y, layout.classes)
+    meta = {"format": CACHE_FORMAT, "key": key, "content": content, "classes": list(layout.classes),
+            "source": str(root)}
+    written = write_cache(paths, dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y), meta)
+    notes.append(f"cached in {written}" if written else "no cache written (no folder could be written)")
+    return OwnData(train_x, train_y, test_x, test_y, layout.classes, str(root), key, content, notes)
+
+
+def _array_count(kind: str, path: Path) -> tuple[int, int]:
+    """(images, uint8 bytes) of an array source from its headers, for the memory check."""
+    if kind == "npz":
+        shapes = arrays.npz_shapes(path)
+        counts = [arrays.header_count(shapes[k]) for k in ("x", "x_test") if k in shapes]
+        return sum(shapes[k][0] for k in ("x", "x_test") if k in shapes and shapes[k]), sum(counts)
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npy array ({str(err).splitlines()[0][:80]}); save it with "
+                        f"numpy.save") from None
+    return (int(x.shape[0]) if x.ndim else 0), int(x.size)
+
+
+def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | None, test_fraction: float,
+                 progress: bool) -> OwnData:
+    if kind in ("npz", "npy"):
+        if not path.is_file():
+            raise DataError(f"{path}: no such file; give --dataset {kind}:PATH with the path of a .{kind} file")
+        n, size = _array_count(kind, path)
+        check_memory(str(path), n, size, "", "save fewer images in it")
+    data = {"npz": arrays.read_npz, "npy": arrays.read_npy, "idx": arrays.read_idx_set}[kind](path)
+    label = str(path)
+    x = conform(data.x, channels, image_size, label, progress)
+    notes = []
+    if data.x_test is None:
+        tr, te = seeded_test_split(len(x), test_fraction, label)
+        x, x_test, y, y_test = x[tr], x[te], data.y[tr], data.y[te]
+        notes.append(f"test split: {len(te):,} of {len(tr) + len(te):,} images ({test_fraction:g}, seed {TEST_SEED})")
+    else:
+        x_test, y, y_test = conform(data.x_test, channels, image_size, label, progress), data.y, data.y_test
+    assert y_test is not None
+    h = hashlib.sha256()
+    for f in data.files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    content = content_digest(x, y, x_test, y_test, data.classes)
+    return OwnData(x, y, x_test, y_test, data.classes, label, h.hexdigest(), content, notes)
+
+
+def load_own(spec: str, *, image_size: int | None = None, channels: int | None = None, test_fraction: float = 0.2,
+             progress: bool = True) -> OwnData:
+    """The images of ``spec`` (``folder:PATH``, ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``), decoded."""
+    kind, path = parse_spec(spec)
+    if kind == "folder":
+        data = _load_folder(path, image_size, channels, test_fraction, progress)
+    else:
+        data = _load_arrays(kind, path, image_size, channels, test_fraction, progress)
+    if channels is not None and data.shape[0] != channels:  # a cache made with other options cannot get here
+        raise DataError(f"{spec}: images of {data.shape[0]} channels after conversion to {channels}; report this")
+    return data
