@@ -65,6 +65,13 @@ def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path
     assert "PARTIAL: the study is in progress, 1 of 2 steps done" in (out / "README.md").read_text()
     assert "still to run: tune-8" in (out / "compare.md").read_text()
     assert "PARTIAL" not in (out / "sweep.md").read_text()  # the sweep itself is complete
+    # --no-train writes the same partial tables without training anything
+    rendered = run_study(out, budget=budget, parts=parts, progress=False, log=lambda s: None, train=False)
+    assert rendered["steps"] == {"fmnist-modified-8": "skipped", "tune-8": "pending"}
+    assert not (out / "runs" / "tune-8" / "summary.json").exists()
+    assert (out / "sweep-ssim-mse-vs-latent.png").read_bytes()[:4] == b"\x89PNG"
+    page = (out / "README.md").read_text()
+    assert "| 8 | " in page and "Published figures beside ours" in page and "| 0.0244 | pending |" in page
 
     first = run_study(out, budget=budget, parts=parts, progress=False, command="aelab study --test",
                       log=lambda s: None)
@@ -90,3 +97,15 @@ def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path
     assert again["step_seconds"] == first["step_seconds"]  # the times of the invocation that did the work
     assert metrics.stat().st_mtime_ns == stamp  # not retrained, not even re-evaluated
     assert again["tuning"]["tune-8"]["trials"]["complete"] == 2  # the tuning study holds its target already
+
+
+def test_the_goals_table_shows_a_miss_and_a_loss_to_pca() -> None:
+    from aelab.experiments.study_page import goals_lines
+
+    rows = [dict(latent=64, ssim=0.89, mse=0.0050, psnr=24.5, pca_ssim=0.70, pca_mse=0.0098),
+            dict(latent=2, ssim=0.60, mse=0.0230, psnr=16.5, pca_ssim=0.26, pca_mse=0.0456),
+            dict(latent=256, ssim=0.95, mse=0.0030, psnr=26.0, pca_ssim=0.90, pca_mse=0.0020)]
+    lines = {line.split(" |")[0]: line for line in goals_lines(rows) if line.startswith("| ")}
+    assert lines["| 2"].endswith("| yes | met |")
+    assert lines["| 64"].endswith("| yes | **missed** |")  # SSIM 0.89 < 0.90
+    assert lines["| 256"].endswith("| **no** | **missed** |")  # PCA's MSE is lower; SSIM 0.95 < 0.96

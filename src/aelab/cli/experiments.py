@@ -125,8 +125,12 @@ def compare(runs: tuple[str, ...], out: str, title: str) -> None:
               help="folder for the run folders and tuning studies [default: <out>/runs]")
 @click.option("--jobs", type=int, default=1, show_default=True, help="tuning worker processes")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch [default: all cores]")
+@click.option("--no-train", is_flag=True,
+              help="train nothing: write the tables of the finished steps (the others stay pending), e.g. while "
+                   "the study runs elsewhere")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
-def study(quick: bool, out: str | None, runs: str | None, jobs: int, threads: int | None, quiet: bool) -> None:
+def study(quick: bool, out: str | None, runs: str | None, jobs: int, threads: int | None, no_train: bool,
+          quiet: bool) -> None:
     """Reproduce the published study on Fashion-MNIST: (1) base vs modified vs tuned at latent 64 and 128,
     (2) a latent sweep 2-256 of the modified model against PCA, (3) the dense 2-D model on MNIST.
 
@@ -138,9 +142,10 @@ def study(quick: bool, out: str | None, runs: str | None, jobs: int, threads: in
 
     from aelab.experiments.study import FULL, QUICK, run_study  # lazy: keeps 'aelab --help' free of torch
 
-    command = "aelab " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["study"] else ""
+    # the command that runs the study (the README shows it), not the one that only writes its tables
+    command = "aelab " + shlex.join(a for a in sys.argv[1:] if a != "--no-train") if sys.argv[1:2] == ["study"] else ""
     result = run_study(out or ("study-quick" if quick else "study"), runs, QUICK if quick else FULL, jobs=jobs,
-                       threads=threads, progress=not quiet, command=command)
+                       threads=threads, progress=not quiet, command=command, train=not no_train)
     click.echo(f"study written to {out or ('study-quick' if quick else 'study')}/README.md "
                f"({result['wall_seconds'] / 60:.1f} min)")
 

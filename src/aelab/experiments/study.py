@@ -30,9 +30,10 @@ from aelab.config import RunConfig, merge, preset
 from aelab.device import cores
 from aelab.errors import ConfigError
 from aelab.experiments.jobs import ensure_run
+from aelab.experiments.study_page import PART_TITLES, readme, sweep_figure
 from aelab.experiments.tune import TuneSettings, load_space, tune
 from aelab.files import atomic_write_bytes, atomic_write_text, write_json
-from aelab.report.compare import SSIM_NOTE, markdown_table, run_row, write_comparison
+from aelab.report.compare import run_row, write_comparison
 
 COMPARE_LATENTS = (64, 128)
 SWEEP_LATENTS = (2, 8, 16, 32, 64, 128, 256)
@@ -113,11 +114,6 @@ def plan(budget: Budget, threads: int | None = None, compare_latents: tuple[int,
     return {"compare": part1, "sweep": part2, "dense": part3}
 
 
-PART_TITLES = {
-    "compare": "1. Base vs modified vs tuned (Fashion-MNIST)",
-    "sweep": "2. Latent sweep of the modified model against PCA (Fashion-MNIST)",
-    "dense": "3. Dense model, 2-D latent space (MNIST)",
-}
 
 
 # ------------------------------------------------------------------------------------------ running it
@@ -134,8 +130,10 @@ def _tune_step(step: Step, budget: Budget, runs: Path, jobs: int, progress: bool
 def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = FULL, jobs: int = 1,
               threads: int | None = None, progress: bool = True, command: str = "",
               parts: dict[str, list[Step]] | None = None,
-              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
-    """Run every step not yet finished, then write the tables, plots and README into ``out``."""
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), train: bool = True
+              ) -> dict[str, Any]:
+    """Run every step not yet finished, then write the tables, plots and README into ``out``. With
+    ``train=False`` nothing is trained: the tables show the finished steps, the others stay pending."""
 
     out = Path(out)
     runs = Path(runs) if runs else out / "runs"
@@ -179,11 +177,17 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
                   "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
                   "machine": machine()}
         write_json(out / "study.json", result)
-        atomic_write_text(out / "README.md", readme(tables, result, budget))
+        atomic_write_text(out / "README.md", readme(tables, result, budget.name, budget.describe()))
+        if tables.get("sweep"):
+            atomic_write_bytes(out / "sweep-ssim-mse-vs-latent.png", sweep_figure(tables["sweep"]))
         return result
 
+    result: dict[str, Any] = {}
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
+        if not train and not _finished(step, runs):
+            log(f"[{i}/{len(steps)}] {step.name}: not finished, left pending")
+            continue
         log(f"[{i}/{len(steps)}] {step.name}: {'tuning' if step.tuned else 'training'} ...")
         if step.tuned:
             folders[step.name], tuning[step.name] = _tune_step(step, budget, runs, jobs, progress)
@@ -201,7 +205,18 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
         result = write_outputs()  # after every step: an interrupted study leaves its partial tables, labelled
-    return result
+    return result or write_outputs()
+
+
+def _finished(step: Step, runs: Path) -> bool:
+    """Whether a step's run (a tuning step: its study's summary and retrained run) is complete on disk."""
+    if not step.tuned:
+        return (runs / step.name / "metrics.json").is_file()
+    try:
+        summary = json.loads((runs / step.name / "summary.json").read_text())
+        return (Path(summary["retrained"]["run"]) / "metrics.json").is_file()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def run_order(parts: dict[str, list[Step]]) -> list[Step]:
@@ -248,64 +263,3 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": cpu, "cores": cores(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version()}
-
-
-def _done(step: str, latest: str, result: dict[str, Any]) -> str:
-    """What was done to a step by the invocation that worked on it."""
-    if step in result["step_done"]:
-        return result["step_done"][step]
-    return "worked on earlier" if latest == "skipped" and step in result["step_seconds"] else latest
-
-
-def _load_note(loads: dict[str, float], cores: int) -> str:
-    values = [v for v in loads.values() if v == v]
-    if not values:
-        return ""
-    return (f"The machine's 1-minute load average, sampled after each step, was {min(values):.1f} to "
-            f"{max(values):.1f} (mean {sum(values) / len(values):.1f}) on {cores} cores: above {cores}, other "
-            f"work shared the cores and the times are longer than on an idle machine.")
-
-
-def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: Budget) -> str:
-    m = result["machine"]
-    fresh = [k for k, v in result["steps"].items() if v != "skipped"]
-    lines = [
-        f"# aelab study ({budget.name})", "",
-        *([] if result.get("complete", True) else [
-            f"**PARTIAL: the study is in progress, {sum(v != 'pending' for v in result['steps'].values())} of "
-            f"{len(result['steps'])} steps done.** The tables below hold the finished steps only; rerun the "
-            f"command below to continue.", ""]),
-        "The study published Fashion-MNIST autoencoder projects ran, reproduced with one command:", "",
-        "```", result["command"] or "aelab study", "```", "",
-        f"## What this run did ({budget.name} budget)", "", budget.describe(), "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
-        f"Python {m['python']}.", "",
-        f"Time: {result['total_seconds'] / 60:.1f} minutes for all {len(result['steps'])} steps (summed over the "
-        f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
-        f"and worked on {len(fresh)} of them. {_load_note(result['step_load'], m['cores'])}", "",
-        "| step | done | seconds | load average after it |", "|---|---|---:|---:|",
-        *[f"| {k} | {_done(k, v, result)} | {result['step_seconds'].get(k, float('nan')):.0f} | "
-          f"{result['step_load'].get(k, float('nan')):.2f} |" for k, v in result["steps"].items()],
-        "",
-    ]
-    if budget.name == "quick":
-        lines += ["These are *quick* numbers: small training sets and few epochs, so every autoencoder is far "
-                  "below what it reaches with the full budget (`aelab study` without `--quick`). They show "
-                  "the pipeline and the trends, not the models' quality.", ""]
-    for part, rows in tables.items():
-        lines += [f"## {PART_TITLES[part]}", "", markdown_table(rows),
-                  f"Files: [{part}.md]({part}.md), [{part}.csv]({part}.csv), [{part}.html]({part}.html)", ""]
-        if part == "sweep":
-            lines += [f"![SSIM against latent size]({part}-ssim-vs-latent.png)", ""]
-        if part == "compare" and result["tuning"]:
-            lines += ["Tuned configurations (best trial of each study):", ""]
-            for name, t in result["tuning"].items():
-                params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                   for k, v in t["best"]["params"].items())
-                lines.append(f"- {name}: trial {t['best']['trial']} (validation SSIM {t['best']['value']:.4f}; "
-                             f"{t['trials']['complete']} complete, {t['trials']['pruned']} pruned, "
-                             f"{t['trials']['fail']} failed): {params}. All trials: [{name}-trials.md]"
-                             f"({name}-trials.md), history: [{name}-history.png]({name}-history.png)")
-            lines.append("")
-    lines += ["## Definitions", "", SSIM_NOTE, ""]
-    return "\n".join(lines)

@@ -44,6 +44,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("mse", "MSE", "{:.5f}"),
     Column("knn5", "kNN-5 acc", "{:.4f}"),
     Column("pca_ssim", "PCA SSIM", "{:.4f}"),
+    Column("pca_mse", "PCA MSE", "{:.5f}"),
 )
 SSIM_NOTE = ("SSIM: 11x11 Gaussian window (sigma 1.5), valid region, mean over the test images; SSIM-7: 7x7 "
              "uniform window (scikit-image's default). PCA SSIM: PCA with the run's latent size, fitted on the "
@@ -62,7 +63,7 @@ def run_row(path: str | Path) -> dict[str, Any]:
             "train_images": m.get("split", {}).get("train"), "parameters": info.get("parameters"),
             "epochs": info.get("epochs"), "train_seconds": info.get("train_seconds"),
             "ssim": ae["ssim"], "ssim7": ae["ssim7"], "psnr": ae["psnr"], "mse": ae["mse"], "knn5": ae.get("knn5"),
-            "pca_ssim": pca["ssim"], "pca_psnr": pca.get("psnr"), "path": str(run.path),
+            "pca_ssim": pca["ssim"], "pca_psnr": pca.get("psnr"), "pca_mse": pca.get("mse"), "path": str(run.path),
         }
     except (KeyError, TypeError, ValueError):
         raise RunError(f"{run.metrics} lacks fields of this aelab version; rebuild it with 'aelab evaluate "
@@ -160,6 +161,50 @@ def plot_ssim_vs_latent(rows: Sequence[dict[str, Any]], title: str = "SSIM again
     with matplotlib.style.context("default"):  # the same look whatever styles were set in this process
         fig = Figure(figsize=(7.0, 4.4), dpi=110)
         draw_ssim_vs_latent(fig.add_subplot(), rows, title)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plot_latent_sweep(rows: Sequence[dict[str, Any]], published: Sequence[tuple[int, str, float, str]],
+                      title: str) -> bytes:
+    """Two panels against the latent size: test SSIM (left) and MSE (right, log scale) of the autoencoder and
+    of PCA, with published points ``(latent, "ssim" | "mse", value, label)`` as open markers."""
+    import matplotlib.style
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    pts = sorted((r["latent"], r) for r in rows)
+    latents = sorted({lat for lat, _ in pts} | {p[0] for p in published})
+    markers = iter(["D", "^", "v", "P", "X", "*", "h"])
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(11.0, 4.4), dpi=110)
+        for ax, metric, label in ((fig.add_subplot(1, 2, 1), "ssim", "test SSIM (11x11 Gaussian)"),
+                                  (fig.add_subplot(1, 2, 2), "mse", "test MSE (per pixel, log scale)")):
+            ax.plot([lat for lat, _ in pts], [r[metric] for _, r in pts], marker="o", linewidth=1.6,
+                    label="autoencoder (this study)")
+            pca = [(lat, r.get(f"pca_{metric}")) for lat, r in pts if r.get(f"pca_{metric}") is not None]
+            ax.plot([p[0] for p in pca], [p[1] for p in pca], linestyle="--", marker="s", color="0.45",
+                    linewidth=1.2, label="PCA (same latent size)")
+            by_label: dict[str, list[tuple[int, float]]] = {}
+            for latent, m, value, name in published:
+                if m == metric:
+                    by_label.setdefault(name, []).append((latent, value))
+            for name, ps in by_label.items():
+                ax.plot([p[0] for p in ps], [p[1] for p in ps], linestyle="none", marker=next(markers, "o"),
+                        markersize=8, markerfacecolor="none", markeredgewidth=1.5, label=f"published: {name}")
+            ax.set_xscale("log", base=2)
+            if metric == "mse":
+                ax.set_yscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(latents))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([str(v) for v in latents])
+            ax.set_xlabel("latent size (log scale)")
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+        fig.suptitle(title, fontsize=10)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
