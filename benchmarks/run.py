@@ -270,6 +270,9 @@ def rescale(sections: dict[str, Any], gflops: float) -> None:
     for t in (sections.get("throughput"), sections.get("throughput-default")):
         for c in (t or {}).get("contenders", {}).values():
             c["fp32_ceiling_share"] = ceiling_share(c["median"], t["train_flops_per_image"], gflops)
+    v = sections.get("evaluate")
+    if v and v.get("network_gflops"):  # the floor of the evaluation's network passes, at the final ceiling
+        v["network_seconds_at_fp32_ceiling"] = round(v["network_gflops"] / gflops, 2)
     e = sections.get("encode")
     if e:
         for c in e["contenders"].values():
