@@ -294,10 +294,13 @@ PRESET_HELP = {
 
 def _coerce(key: str, value: Any) -> Any:
     """Bring a config-file value to the field's type (lists for classes, numbers from strings)."""
-    if value is None:
-        return None
     f = fields_by_name()[key]
     kind = str(f.type)
+    if value is None:
+        if "None" not in kind:  # an empty value ('width:' or 'width: null') where a number or name belongs
+            raise ConfigError(f"option {key.replace('_', '-')} has no value; give a {kind.split(' ')[0]} or leave the "
+                              f"option out")
+        return None
     try:
         if key == "classes":
             if isinstance(value, str):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from aelab.cli.options import warnings_as_lines
+
 
 @click.command("report")
 @click.argument("run", type=click.Path())
@@ -19,7 +21,8 @@ def report(run: str, tsne_sample: int | None) -> None:
     from aelab.report import TSNE_SAMPLE, write_report  # lazy: keeps 'aelab --help' free of torch
     from aelab.runs import Run  # lazy: keeps 'aelab --help' free of torch
 
-    path = write_report(Run.open(run), tsne_sample=tsne_sample or TSNE_SAMPLE)
+    with warnings_as_lines():  # e.g. figures a run of other images leaves out
+        path = write_report(Run.open(run), tsne_sample=tsne_sample or TSNE_SAMPLE)
     click.echo(f"report: {path}")
 
 
