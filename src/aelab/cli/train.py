@@ -136,7 +136,7 @@ def _print_result(run: Any, metrics: dict[str, Any] | None) -> None:
 @click.option("--iwae-k", type=click.IntRange(1, 100_000), default=100, show_default=True,
               help="VAE runs: importance samples per image for the IWAE bound")
 @click.option("--iwae-images", type=click.IntRange(0), default=1000, show_default=True,
-              help="VAE runs: test images (a seeded sample; 0: all) the IWAE bound is computed on")
+              help="VAE runs: test images (a fixed sample; 0: all) the IWAE bound is computed on")
 @click.option("--plain", "plain", type=click.Path(file_okay=False), default=None,
               help="a plain autoencoder's run folder (same data set), whose metrics the report shows beside these")
 def evaluate(run: str, iwae_k: int, iwae_images: int, plain: str | None) -> None:

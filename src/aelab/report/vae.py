@@ -124,7 +124,7 @@ def vae_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
             ("reconstruction term E_q[log p(x|z)]", _nats(v.get("reconstruction")), "the same sample"),
             ("KL(q(z|x) || p(z))", _nats(v.get("kl")), "closed form"),
             (f"IWAE bound, k = {v.get('iwae_k')}", _nats(v.get("iwae")),
-             f"{v.get('iwae_images', 0):,} test images (seeded sample)"),
+             f"{v.get('iwae_images', 0):,} test images (a fixed sample)"),
             ("ELBO of the same images", _nats(v.get("iwae_elbo")), f"from the same {v.get('iwae_k')} samples")]
     b = v.get("binarized")
     if b:
