@@ -127,6 +127,25 @@ def test_the_decoded_cache_is_reused_and_rebuilt_when_a_file_changes(fashion_png
     assert not [p for p in (root / own.CACHE_FOLDER).iterdir() if p.name != "own-auto.npz"]  # no temporary left
 
 
+def test_a_cache_write_cut_short_leaves_no_cache_behind(fashion_pngs, tmp_path, monkeypatch):
+    """Ctrl-C (or a crash) half-way through writing the cache: no cache file, no temporary file; the next load
+    decodes again and writes a whole one."""
+    root = tmp_path / "cut"
+    shutil.copytree(fashion_pngs / "test", root, ignore=NO_CACHE)
+
+    def half_then_interrupted(fh, **arrays):
+        fh.write(b"PK\x03\x04 half of a zip")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(own.np, "savez", half_then_interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            load_dataset(f"folder:{root}", val_fraction=0.0, progress=False)
+    assert list((root / own.CACHE_FOLDER).iterdir()) == []
+    b = load_dataset(f"folder:{root}", val_fraction=0.0, progress=False)
+    assert [p.name for p in (root / own.CACHE_FOLDER).iterdir()] == ["own-auto.npz"] and "decoded" in b.notes[0]
+
+
 def test_a_folder_that_cannot_hold_the_cache_keeps_it_in_the_user_cache(fashion_pngs, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "blocked"
