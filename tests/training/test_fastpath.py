@@ -128,8 +128,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_bf16_autocast_loss_and_gradients_match_fp32(preset: str, global_bound: float,
                                                      per_parameter_bound: float | None, one_batch: DataBundle,
                                                      tmp_path: Path) -> None:
-    """The bf16 path (what ``precision auto`` takes where bf16 is native and faster) against fp32 on the same batch: the loss within
-    bf16's rounding (8 mantissa bits, ~0.4%) and the gradients within bf16 tolerance.
+    """The bf16 path (what ``precision auto`` takes where bf16 is native and faster) against fp32 on the same batch:
+    the loss within bf16's rounding (8 mantissa bits, ~0.4%) and the gradients within bf16 tolerance.
 
     Measured against a float64 NCHW reference (64 real images): the base model's bf16 gradients are off by
     0.14% of their norm (2.6% for the worst parameter); conv-modified's by 7% (up to 35% for single early
