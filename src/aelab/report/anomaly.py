@@ -7,12 +7,10 @@ anomalous test images, and AUROC per normal class across runs.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
@@ -26,16 +24,7 @@ METHOD_COLOURS = {"mse": F.AE_COLOUR, "ssim": "#56B4E9", "knn": "#CC79A7", "mse+
 NORMAL_COLOUR, ANOMALY_COLOUR = "#0072B2", "#D55E00"
 
 
-def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Draw under the report's matplotlib style (``figures.STYLE``), as every report figure is."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Figure:
-        with matplotlib.rc_context(F.STYLE):
-            return fn(*args, **kwargs)
-    return wrapper
-
-
-@_styled
+@F.styled
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], labels: dict[str, str], chosen: str,
                title: str) -> Figure:
     """ROC curves: ``curves`` maps a method to (false positive rates, true positive rates, AUROC); the detector's
@@ -56,7 +45,7 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], labels: 
     return fig
 
 
-@_styled
+@F.styled
 def score_histogram(normal: np.ndarray, anomalous: np.ndarray, threshold: float, label: str, quantile: float,
                     title: str) -> Figure:
     """Density histograms of the score of normal and anomalous test images, and the threshold as a line."""
@@ -78,7 +67,7 @@ def score_histogram(normal: np.ndarray, anomalous: np.ndarray, threshold: float,
     return fig
 
 
-@_styled
+@F.styled
 def extremes(most: np.ndarray, least: np.ndarray, most_info: Sequence[str], least_info: Sequence[str],
              title: str) -> Figure:
     """Two rows of test images: the most anomalous (top) and the least (bottom), each with its class and score."""
@@ -99,7 +88,7 @@ def extremes(most: np.ndarray, least: np.ndarray, most_info: Sequence[str], leas
     return fig
 
 
-@_styled
+@F.styled
 def auroc_by_class(class_names: Sequence[str], values: dict[str, Sequence[float]], title: str,
                    goal: float | None = None) -> Figure:
     """Grouped bars: the AUROC of each method for each normal class, and each method's mean in the legend."""

@@ -8,11 +8,9 @@ method per class.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -25,15 +23,6 @@ from aelab.models import Autoencoder, PCAModel
 from aelab.report import figures as F
 
 METHOD_COLOURS = {"autoencoder": F.AE_COLOUR, "noisy": "#999999", "pca": F.PCA_COLOUR, "filter": "#009E73"}
-
-
-def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Draw under the report's matplotlib style (``figures.STYLE``), as every report figure is."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Figure:
-        with matplotlib.rc_context(F.STYLE):
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 def denoise_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -50,7 +39,7 @@ def denoise_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
             "filter": section["filter"]["chosen_on"]}
 
 
-@_styled
+@F.styled
 def noisy_denoised_clean(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray, ssim_noisy: np.ndarray,
                          ssim: np.ndarray, names: Sequence[str], title: str) -> Figure:
     """Three rows of n tiles: the noisy input, the model's output, the clean image; SSIM against the clean image
@@ -75,7 +64,7 @@ def noisy_denoised_clean(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndar
     return fig
 
 
-@_styled
+@F.styled
 def ssim_by_method(class_names: Sequence[str], per_method: dict[str, list[float]], labels: dict[str, str],
                    title: str) -> Figure:
     """Grouped bars: mean SSIM per class for each method."""

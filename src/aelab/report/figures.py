@@ -81,7 +81,8 @@ def class_marker(index: int) -> str:
     return CLASS_MARKERS[index % len(CLASS_MARKERS)]
 
 
-def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
+def styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw under the report's matplotlib style, as every report figure is (the figure modules share it)."""
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
         with _style():
             return fn(*args, **kwargs)
@@ -105,7 +106,7 @@ def _short(name: str, limit: int = 12) -> str:
 
 
 # ------------------------------------------------------------------------------------------- latent space
-@_styled
+@styled
 def latent_scatter(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str, str]], class_names: Sequence[str],
                    title: str) -> Figure:
     """Latent codes scattered and coloured by class, one panel per view.
@@ -143,7 +144,7 @@ def latent_scatter(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str, str]
 
 
 # ---------------------------------------------------------------------------------------- reconstructions
-@_styled
+@styled
 def reconstructions(originals: np.ndarray, ae: np.ndarray, pca: np.ndarray, ssim_ae: np.ndarray,
                     ssim_pca: np.ndarray, names: Sequence[str], title: str) -> Figure:
     """Originals (top row) above their autoencoder (middle) and PCA (bottom) reconstructions.
@@ -177,7 +178,7 @@ def reconstructions(originals: np.ndarray, ae: np.ndarray, pca: np.ndarray, ssim
     return fig
 
 
-@_styled
+@styled
 def reconstructions_by_class(originals: np.ndarray, ae: np.ndarray, pca: np.ndarray, ssim_ae: np.ndarray,
                              ssim_pca: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """One row per class: k examples, each as original | autoencoder | PCA, SSIM under the reconstructions.
@@ -213,7 +214,7 @@ def reconstructions_by_class(originals: np.ndarray, ae: np.ndarray, pca: np.ndar
     return fig
 
 
-@_styled
+@styled
 def triplets(originals: np.ndarray, codes: np.ndarray, recon: np.ndarray, ssim: np.ndarray,
              names: Sequence[str], title: str) -> Figure:
     """Rows of original | latent code | reconstruction for a few images.
@@ -258,7 +259,7 @@ def triplets(originals: np.ndarray, codes: np.ndarray, recon: np.ndarray, ssim: 
 
 
 # ------------------------------------------------------------------------------------------- training
-@_styled
+@styled
 def training_curves(history: Sequence[dict[str, Any]], best_epoch: int | None, stopped: str | None,
                     loss_name: str, title: str) -> Figure:
     """Train and validation loss per epoch (best epoch marked) beside the learning rate.
@@ -308,7 +309,7 @@ def training_curves(history: Sequence[dict[str, Any]], best_epoch: int | None, s
 
 
 # ------------------------------------------------------------------------------------------ the decoder
-@_styled
+@styled
 def decoded_manifold(grid: np.ndarray, x_values: np.ndarray, y_values: np.ndarray, xlabel: str, ylabel: str,
                      title: str) -> Figure:
     """A grid of decoded images (rows, cols, H, W) or (rows, cols, H, W, 3): column j decodes x_values[j], row i
@@ -335,7 +336,7 @@ def decoded_manifold(grid: np.ndarray, x_values: np.ndarray, y_values: np.ndarra
     return fig
 
 
-@_styled
+@styled
 def interpolation(decoded: np.ndarray, blended: np.ndarray, alphas: np.ndarray, start: np.ndarray,
                   end: np.ndarray, start_name: str, end_name: str, title: str) -> Figure:
     """Decoded images along a straight latent line from ``start`` to ``end`` (top row), above a plain pixel
@@ -365,7 +366,7 @@ def interpolation(decoded: np.ndarray, blended: np.ndarray, alphas: np.ndarray, 
 
 
 # ------------------------------------------------------------------------------------------- quality
-@_styled
+@styled
 def per_class_quality(class_names: Sequence[str], ae: Sequence[float], pca: Sequence[float],
                       overall_ae: float, overall_pca: float, title: str) -> Figure:
     """SSIM per class, autoencoder beside PCA, as horizontal bars with their values; overall means dashed."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,6 @@ from PIL import Image
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from aelab.data import SHAPE, shape_text
 from aelab.report import figures as F
 from aelab.report.denoise import denoise_figures
 from aelab.report.inputs import RunInputs, SplitViews
@@ -115,11 +113,7 @@ def make_figures(inputs: RunInputs, views: SplitViews, tsne_sample: int = TSNE_S
         f"lines: the means over all test images.",
         F.per_class_quality(classes, ae_ssim, pca_ssim, m["autoencoder"]["overall"]["ssim"],
                             m["pca"]["overall"]["ssim"], f"SSIM per class, autoencoder vs PCA ({run_tag})"))
-    if cfg.is_vae and inputs.model.image_shape != SHAPE:  # report/vae.py draws 28x28 grey tiles only
-        warnings.warn(f"the VAE figures (prior samples, KL per dimension) are drawn for 28x28 grey images only; "
-                      f"skipped for {shape_text(inputs.model.image_shape)} ('aelab sample' draws the samples)",
-                      stacklevel=2)
-    elif cfg.is_vae:  # samples from the prior, the manifold over its quantiles, the KL per dimension
+    if cfg.is_vae:  # samples from the prior, the manifold over its quantiles, the KL per dimension
         for name, title, caption, fig in vae_figures(m, views.decode, d, cfg.seed, run_tag):
             add(name, title, caption, fig)
     if cfg.noise:  # a denoising run: noisy | denoised | clean, SSIM per method (report.denoise)

@@ -9,14 +9,13 @@ scatter are the report's own figures (``run_figures``), drawn from the posterior
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from aelab.data.pixels import mosaic
 from aelab.models import prior_codes, prior_quantiles
 from aelab.report import figures as F
 
@@ -25,33 +24,21 @@ MANIFOLD_STEPS = 15
 MANIFOLD_QUANTILES = (0.03, 0.97)
 
 
-def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Draw under the report's matplotlib style (``figures.STYLE``), as every report figure is."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Figure:
-        with matplotlib.rc_context(F.STYLE):
-            return fn(*args, **kwargs)
-    return wrapper
-
-
-@_styled
+@F.styled
 def image_grid(images: np.ndarray, cols: int, title: str) -> Figure:
-    """Images (n, 28, 28) in [0, 1] as one mosaic, ``cols`` per row."""
-    n = len(images)
+    """Images (n, H, W) grey or (n, H, W, 3) colour in [0, 1] as one mosaic, ``cols`` per row."""
+    n, h, w = images.shape[:3]
     rows = -(-n // cols)
-    mosaic = np.ones((rows * 29 - 1, cols * 29 - 1))
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        mosaic[r * 29:r * 29 + 28, c * 29:c * 29 + 28] = im
-    fig = F.new_figure(7.0, 7.0 * rows / cols + 0.6)
+    board = mosaic(np.clip(images, 0.0, 1.0), cols)
+    fig = F.new_figure(7.0, 7.0 * rows * h / (cols * w) + 0.6)
     ax = fig.subplots()
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(board, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     fig.suptitle(title)
     return fig
 
 
-@_styled
+@F.styled
 def kl_per_dimension(kl: np.ndarray, mean_variance: np.ndarray, threshold: float, title: str) -> Figure:
     """Mean KL per latent dimension (nats), largest first; active units (posterior-mean variance above
     ``threshold``) in blue, inactive ones in grey."""
@@ -90,7 +77,8 @@ def vae_figures(metrics: dict[str, Any], decode: Callable[[np.ndarray], np.ndarr
     if latent == 2:
         values = prior_quantiles(MANIFOLD_STEPS, *MANIFOLD_QUANTILES)
         zz = np.stack(np.meshgrid(values, values), axis=-1).reshape(-1, 2)
-        grid = decode(zz).reshape(len(values), len(values), 28, 28)
+        decoded = decode(zz)  # (n, H, W) or (n, H, W, 3): the display layout
+        grid = decoded.reshape(len(values), len(values), *decoded.shape[1:])
         out.append(("prior_manifold.png", "Decoded manifold over the prior",
                     f"The decoder's images on a {len(values)}×{len(values)} grid of the prior's quantiles (norm.ppf "
                     f"of {MANIFOLD_QUANTILES[0]:.0%} to {MANIFOLD_QUANTILES[1]:.0%}, evenly spaced in probability): "
