@@ -29,8 +29,14 @@ class Published:
     step: str | None     # the study's step to set beside it (None: nothing comparable)
 
 
-SEED = "the seed projects' table (published Fashion-MNIST autoencoder projects this study follows)"
-PUMAP = "Sainburg, McInnes & Gentner 2021, Parametric UMAP (Neural Computation), test-set reconstruction"
+SEED = "seed table"
+PUMAP = "Parametric UMAP paper"
+SOURCES = {
+    SEED: "the table the published Fashion-MNIST autoencoder projects this study follows end with (base / modified "
+          "/ tuned; latent size and SSIM window not stated; the 128 and 256 figures on two classes only)",
+    PUMAP: "Sainburg, McInnes & Gentner, 'Parametric UMAP embeddings for representation and semisupervised "
+           "learning', Neural Computation 2021: reconstruction MSE on the test set",
+}
 PUBLISHED: tuple[Published, ...] = (
     Published(SEED, "Fashion-MNIST", "base", None, "ssim", 0.925, "SSIM, window not stated", "fmnist-base-64"),
     Published(SEED, "Fashion-MNIST", "modified", None, "ssim", 0.942, "SSIM, window not stated",
@@ -91,7 +97,8 @@ def published_lines(tables: dict[str, list[dict[str, Any]]]) -> list[str]:
             mine = "pending" if pca is None else _f(pca.get(f"pca_{p.metric}"), "{:.4f}")
         lines.append(f"| {p.source} | {p.data} | {p.model} | {p.latent or 'not stated'} | {p.definition} | "
                      f"{p.value:g} | {mine} | {p.step or ('PCA of the sweep' if p.model == 'PCA' else '–')} |")
-    return lines + ["", "The seed table states neither its latent size nor its SSIM window; it is set beside "
+    return lines + ["", *[f"- {k}: {v}." for k, v in SOURCES.items()],
+                    "", "The seed table states neither its latent size nor its SSIM window; it is set beside "
                     "our latent-64 runs. Its 128/256 figures are on two classes only, ours on all ten.", ""]
 
 
@@ -125,7 +132,7 @@ def _load_note(loads: dict[str, float], cores: int) -> str:
 
 def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: str, description: str) -> str:
     m = result["machine"]
-    fresh = [k for k, v in result["steps"].items() if v != "skipped"]
+    fresh = [k for k, v in result["steps"].items() if v not in ("skipped", "pending")]
     lines = [
         f"# aelab study ({budget})", "",
         *([] if result.get("complete", True) else [
@@ -141,8 +148,8 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
         f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
         f"and worked on {len(fresh)} of them. {_load_note(result['step_load'], m['cores'])}", "",
         "| step | done | seconds | load average after it |", "|---|---|---:|---:|",
-        *[f"| {k} | {_done(k, v, result)} | {result['step_seconds'].get(k, float('nan')):.0f} | "
-          f"{result['step_load'].get(k, float('nan')):.2f} |" for k, v in result["steps"].items()],
+        *[f"| {k} | {_done(k, v, result)} | {_f(result['step_seconds'].get(k), '{:.0f}') or '–'} | "
+          f"{_f(result['step_load'].get(k), '{:.2f}') or '–'} |" for k, v in result["steps"].items()],
         "",
     ]
     if budget == "quick":
@@ -150,6 +157,9 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
                   "below what it reaches with the full budget (`aelab study` without `--quick`). They show "
                   "the pipeline and the trends, not the models' quality.", ""]
     for part, rows in tables.items():
+        if not rows:
+            lines += [f"## {PART_TITLES[part]}", "", "*Pending: none of this part's runs has finished yet.*", ""]
+            continue
         lines += [f"## {PART_TITLES[part]}", "", markdown_table(rows),
                   f"Files: [{part}.md]({part}.md), [{part}.csv]({part}.csv), [{part}.html]({part}.html)", ""]
         if part == "sweep":
