@@ -257,6 +257,8 @@ def test_npy_nhwc_npz_test_arrays_and_idx_files(tmp_path):
     (dict(x=np.zeros((10, 8, 8), np.uint8), y=np.zeros(9, np.int64)), ["9 labels", "10 images", "one label per image"]),
     (dict(x=np.full((10, 8, 8), 200.0, np.float32)), ["floats from 200 to 200", "divide by 255"]),
     (dict(images=np.zeros((10, 8, 8), np.uint8)), ["no array 'x'", "images"]),
+    (dict(x=np.zeros((12, 8, 8), np.uint8)), ["10 training and 2 test images", "at least 10 and 11",
+                                               "--test-fraction"]),  # too few for kNN-5 and trustworthiness
 ])
 def test_bad_arrays_are_one_line_naming_the_file_and_the_fix(arrays, words, tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)

@@ -66,6 +66,10 @@ class OwnData:
         return int(c), int(h), int(w)
 
 
+MIN_TRAIN = 10  # kNN-5 needs 5 training codes, and a validation split is carved from the training images
+MIN_TEST = 11   # trustworthiness with 5 neighbours needs more than 10 test images
+
+
 def parse_spec(spec: str) -> tuple[str, Path]:
     kind, sep, path = str(spec).partition(":")
     if not sep or kind not in KINDS or not path:
@@ -270,3 +274,11 @@ def load_own(spec: str, *, image_size: int | None = None, channels: int | None =
     if channels is not None and data.shape[0] != channels:  # a cache made with other options cannot get here
         raise DataError(f"{spec}: images of {data.shape[0]} channels after conversion to {channels}; report this")
     return data
+
+
+def check_enough(spec: str, train: int, test: int, test_fraction: float) -> None:
+    """Refuse, before any training, an own data set too small for the latent metrics every run reports."""
+    if test < MIN_TEST or train < MIN_TRAIN:
+        raise DataError(f"{spec}: {train:,} training and {test:,} test images; aelab needs at least {MIN_TRAIN} "
+                        f"and {MIN_TEST} (kNN-5 accuracy and trustworthiness compare 5 neighbours); give more images, "
+                        f"or a larger --test-fraction (now {test_fraction:g}) when the test split is drawn")

@@ -16,6 +16,7 @@ from typing import Any
 
 from aelab.config import RunConfig, dump_yaml
 from aelab.data import SHAPE, load_dataset, shape_text
+from aelab.data.own import check_enough, is_own
 from aelab.errors import ConfigError, RunError
 from aelab.evaluation import evaluate_run, evaluate_run_passes
 from aelab.files import atomic_write_text
@@ -66,6 +67,8 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
     _restart_needed(run)  # early, so that a wrong --out fails before the data is loaded
     # Load the data before the folder exists, so that a data error leaves nothing behind.
     bundle = load_dataset(cfg.dataset, **cfg.data_kwargs(), progress=progress)
+    if is_own(cfg.dataset):
+        check_enough(cfg.dataset, len(bundle.train) + len(bundle.val), len(bundle.test), cfg.test_fraction)
     pixels = bundle.shape[0] * bundle.shape[1] * bundle.shape[2]
     if cfg.latent > min(pixels, len(bundle.train)):
         what = (f"the {pixels} values of a {shape_text(bundle.shape)} image" if cfg.latent > pixels else
