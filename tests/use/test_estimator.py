@@ -248,3 +248,35 @@ def test_reduce_then_classify_example_runs():
     assert lines[1].startswith("autoencoder  test accuracy") and lines[2].startswith("PCA          test accuracy")
     accuracy = float(lines[1].split()[3])
     assert 0.3 < accuracy <= 1.0
+
+
+def test_other_image_shapes_digits_rows_and_colour_photographs():
+    """Real images of other shapes: scikit-learn's 8x8 digits as arrays and as rows (with image_shape), and
+    12x12 colour crops of its sample photographs in (n, H, W, C) layout through the convolutional model."""
+    from sklearn.datasets import load_digits, load_sample_images
+
+    x = (load_digits().images / 16.0).astype(np.float32)  # (1797, 8, 8) in [0, 1]
+    small = dict(n_components=8, model="dense", width=0.25, epochs=2, random_state=0, threads=1)
+    r = AutoencoderReducer(**small).fit(x[:1500])
+    assert r.image_shape_ == (1, 8, 8) and r.n_features_in_ == 64
+    codes = r.transform(x[1500:])
+    assert codes.shape == (297, 8) and r.inverse_transform(codes).shape == (297, 64)
+    assert np.allclose(r.transform(x[1500:].reshape(-1, 64)), codes, atol=1e-6)  # rows of the same images
+    assert 0.0 < r.score(x[1500:]) <= 1.0
+    with pytest.raises(ValueError, match="8x8 grey"):
+        r.transform(np.zeros((2, 28, 28), np.float32))
+    rows = AutoencoderReducer(**small, image_shape=(1, 8, 8)).fit(x.reshape(-1, 64)[:600])
+    assert rows.image_shape_ == (1, 8, 8) and rows.transform(x[:3]).shape == (3, 8)
+    with pytest.raises(ValueError, match="image_shape"):
+        AutoencoderReducer(**small).fit(x.reshape(-1, 64)[:100])  # rows of 64 pixels: which shape?
+
+    rng = np.random.default_rng(0)
+    photos = load_sample_images().images
+    crops = np.stack([photos[i % 2][r0:r0 + 12, c0:c0 + 12] for i, (r0, c0) in
+                      enumerate(rng.integers(0, 400, size=(240, 2)))])  # (240, 12, 12, 3) uint8
+    colour = AutoencoderReducer(n_components=6, model="conv-modified", width=0.25, epochs=1, random_state=0,
+                                threads=1).fit(crops[:200])
+    assert colour.image_shape_ == (3, 12, 12) and colour.n_features_in_ == 432
+    assert colour.transform(crops[200:]).shape == (40, 6)
+    assert colour.inverse_transform(colour.transform(crops[200:])).shape == (40, 432)
+    assert 0.0 < colour.score(np.moveaxis(crops[200:], -1, 1)) <= 1.0  # (n, C, H, W) works as well

@@ -6,7 +6,9 @@ in memory. ``transform`` gives the latent codes, ``inverse_transform`` the decod
 ``score`` the mean SSIM of the reconstructions (the headline SSIM of DESIGN.md, higher is better).
 
 X holds images: (n, 784) rows as scikit-learn expects, or (n, 28, 28) / (n, 1, 28, 28) arrays; uint8 (or
-any integer type) 0..255, or float 0..1. For training, pixels are held as 8-bit values like every aelab
+any integer type) 0..255, or float 0..1. Other images work the same way: (n, H, W) grey or (n, C, H, W) /
+(n, H, W, C) with C 1 or 3 give their shape to ``fit``; rows of another length need
+``image_shape=(C, H, W)``. For training, pixels are held as 8-bit values like every aelab
 data set (float inputs are rounded to the nearest of 256 levels); ``transform`` uses the exact values.
 
 scikit-learn compatibility: ``get_params``/``set_params``, ``clone``, ``Pipeline``, ``GridSearchCV``,
@@ -36,7 +38,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from aelab.config import RunConfig
 from aelab.data import DataBundle, Split, split_indices, to_pixels, to_uint8
-from aelab.data.pixels import PIXELS
+from aelab.data.pixels import SHAPE, shape_text
 from aelab.errors import ConfigError, InputError, Interrupted
 from aelab.evaluation.detector import fit_detector
 from aelab.evaluation.metrics import ssim_per_image
@@ -114,7 +116,10 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     model_ : aelab.api.TrainedModel
         The trained autoencoder (best validation epoch).
     n_features_in_ : int
-        Always 784.
+        C x H x W of the images (784 for 28x28 grey).
+    image_shape_ : tuple
+        (C, H, W) of the images ``fit`` was given: ``image_shape``, or read from X's dimensions, or (1, 28, 28)
+        for pixel rows.
     n_iter_ : int
         Epochs trained.
     best_epoch_ : int
@@ -146,7 +151,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                  weight_decay: float = 1e-4, schedule: str = "onecycle", batch_size: int = 128,
                  epochs: int = 5, patience: int = 5, val_fraction: float = 0.1, random_state: Any = None,
                  device: str = "auto", threads: int | None = None, verbose: bool = False,
-                 contamination: float = 0.05):
+                 contamination: float = 0.05, image_shape: tuple[int, int, int] | None = None):
         self.n_components = n_components
         self.model = model
         self.width = width
@@ -168,6 +173,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.threads = threads
         self.verbose = verbose
         self.contamination = contamination
+        self.image_shape = image_shape
 
     # ------------------------------------------------------------------------------------------ sklearn
     def __sklearn_tags__(self) -> Any:
@@ -186,11 +192,19 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if getattr(getattr(X, "dtype", None), "kind", None) == "O":
             X = np.array(X.tolist())  # numbers held as Python objects: let numpy find int or float
         ndim = getattr(X, "ndim", None)
+        if reset:
+            self.image_shape_ = self._fit_shape(X)
+        shape = getattr(self, "image_shape_", SHAPE)
+        pixels = int(np.prod(shape))
         if ndim in (3, 4) and hasattr(X, "reshape"):
-            shape = tuple(X.shape)
-            if shape[1:] not in ((28, 28), (1, 28, 28)):
-                raise InputError(f"X has shape {shape}; give images as (n, 784), (n, 28, 28) or (n, 1, 28, 28)")
-            X = X.reshape(shape[0], PIXELS)
+            if ndim == 4 and X.shape[-1] in (1, 3) and X.shape[1] not in (1, 3):
+                X = np.moveaxis(np.asarray(X), -1, 1)  # (n, H, W, C) -> (n, C, H, W)
+            given = tuple(X.shape)
+            if given[1:] not in (shape, shape[1:] if shape[0] == 1 else shape):
+                dims = ", ".join(map(str, shape if shape[0] > 1 else shape[1:]))
+                raise InputError(f"X has shape {given}; this reducer works on {shape_text(shape)} images: give "
+                                 f"(n, {pixels}) rows or (n, {dims}) arrays")
+            X = X.reshape(given[0], pixels)
         if reset:
             X = check_array(X, dtype="numeric", ensure_all_finite=True)
             if X.size and X.min() < 0:
@@ -198,10 +212,31 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                                  f"0..255 or float 0..1")
             if X.shape[0] < 2:
                 raise InputError(f"n_samples={X.shape[0]}: {type(self).__name__} needs at least 2 images to fit")
-            if X.shape[1] != PIXELS:
-                raise InputError(f"X has {X.shape[1]} feature(s), but {type(self).__name__} works on 28x28 "
-                                 f"images: give (n, 784) pixel rows or (n, 28, 28) images")
+            if X.shape[1] != pixels:
+                raise InputError(f"X has {X.shape[1]} feature(s), but {type(self).__name__} works on "
+                                 f"{shape_text(shape)} images ({pixels} pixels): give (n, {pixels}) pixel rows, "
+                                 f"image arrays, or image_shape=(C, H, W) for rows of other images")
         return validate_data(self, X, reset=reset, dtype="numeric", ensure_all_finite=True)
+
+    def _fit_shape(self, X: Any) -> tuple[int, int, int]:
+        """The (C, H, W) of the images ``fit`` is given: ``image_shape``, else read from X's dimensions."""
+        if self.image_shape is not None:
+            try:
+                c, h, w = (int(v) for v in self.image_shape)
+            except (TypeError, ValueError):
+                raise ValueError(f"{type(self).__name__}: image_shape {self.image_shape!r} is not (C, H, W)") from None
+            if c not in (1, 3) or h < 1 or w < 1:
+                raise ValueError(f"{type(self).__name__}: image_shape {self.image_shape!r}: C must be 1 or 3")
+            return c, h, w
+        dims = tuple(getattr(X, "shape", ()))
+        if len(dims) == 3:
+            return 1, int(dims[1]), int(dims[2])
+        if len(dims) == 4:
+            if dims[1] in (1, 3):
+                return int(dims[1]), int(dims[2]), int(dims[3])
+            if dims[3] in (1, 3):
+                return int(dims[3]), int(dims[1]), int(dims[2])
+        return SHAPE  # rows: 28x28 grey unless image_shape says otherwise
 
     def _config(self, seed: int, has_val: bool) -> Any:
         try:
@@ -220,8 +255,10 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def fit(self, X: Any, y: Any = None) -> AutoencoderReducer:
         """Train the autoencoder on the images X (y is ignored). Returns self."""
         X = self._validate(X, reset=True)
-        images = np.concatenate([to_uint8(to_pixels(X[i:i + 8192], "X", i)) for i in range(0, len(X), 8192)])
-        images = torch.from_numpy(images.reshape(-1, 28, 28))
+        c, h, w = self.image_shape_
+        images = np.concatenate([to_uint8(to_pixels(X[i:i + 8192], "X", i, shape=self.image_shape_))
+                                 for i in range(0, len(X), 8192)])
+        images = torch.from_numpy(images.reshape(-1, h, w) if c == 1 else images.reshape(-1, c, h, w))
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1)) \
             if not isinstance(self.random_state, int | np.integer) else int(self.random_state)
         tr, va = split_indices(len(images), float(self.val_fraction), seed) \
@@ -238,7 +275,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             return Split(images[torch.from_numpy(idx)], torch.zeros(len(idx), dtype=torch.int64))
 
         bundle = DataBundle(name="array", classes=(), train=split(tr), val=split(va),
-                            test=Split(images[:0], no_labels), source="array")
+                            test=Split(images[:0], no_labels), source="array", shape=self.image_shape_)
         with tempfile.TemporaryDirectory(prefix="aelab-reducer-") as tmp:
             run = Run(Path(tmp))
             trainer = Trainer(cfg, run, bundle=bundle, progress=bool(self.verbose))
@@ -270,7 +307,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         check_is_fitted(self)
         Z = check_array(X, dtype=[np.float32, np.float64], ensure_all_finite=True)
         check_codes(Z[:0], self.model_.latent, "X")
-        return self.model_.decode(Z).reshape(len(Z), PIXELS)
+        return self.model_.decode(Z).reshape(len(Z), -1)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """The negated reconstruction MSE of each image (scikit-learn's outlier convention: lower, more abnormal)."""
@@ -291,7 +328,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X = self._validate(X, reset=False)
         total, n = 0.0, len(X)
         for i in range(0, n, 2048):
-            target = to_pixels(X[i:i + 2048], "X", i)
+            target = to_pixels(X[i:i + 2048], "X", i, shape=self.image_shape_)
             recon = self.model_.reconstruct(target, as_tensor=True)
             total += float(ssim_per_image(recon.double(), target.double()).sum())
         return total / max(n, 1)
