@@ -101,6 +101,10 @@ def test_digits_npz_through_every_command(digits, tmp_path):
     assert "(batch, 1, 8, 8)" in json.loads((run / "export" / "export.json").read_text())["encoder"]["input"]
     ok(cli("compare", run, "--out", tmp_path / "cmp"))
     assert (tmp_path / "cmp" / "comparison.md").is_file()
+    ok(cli("score", run, "data:test", "-o", tmp_path / "scores.csv"))  # the anomaly score of the run's own split
+    assert len((tmp_path / "scores.csv").read_text().splitlines()) == 1 + 359  # the 359 test digits
+    ok(cli("denoise", run, "data:test", "-o", tmp_path / "den", "--limit", "3"))
+    assert png(tmp_path / "den" / "00000.png").shape == (8, 17)
 
     d = load_digits()  # the data change after training: evaluate says so
     np.savez(digits, x=(d.images[::-1] / 16.0).astype(np.float32), y=d.target[::-1],
@@ -157,3 +161,9 @@ def test_a_vae_on_colour_images_samples_in_colour(photos, tmp_path):
     ok(cli("sample", run, "-n", "4", "-o", tmp_path / "grid.png"))
     assert png(tmp_path / "grid.png").shape == (2 * 33 - 1, 2 * 33 - 1, 3)
 
+
+
+def test_one_class_anomaly_detection_on_an_own_data_set(digits, tmp_path):
+    res = ok(cli("anomaly", "--dataset", f"npz:{digits}", "--normal", "0", "--model", "dense", "--latent", "4",
+                 "--epochs", "1", "--out", tmp_path / "an", *TINY))
+    assert (tmp_path / "an" / "anomaly.md").is_file() and "baseline: PCA" in res.output

@@ -62,7 +62,7 @@ def test_all_classes_give_one_table_with_the_mean(tmp_path, data_root, monkeypat
     names = normal_classes("all", "fashion-mnist")
     assert len(names) == 10 and class_slug(names[0]) == "t-shirt-top"
     # The ten classes are measured in docs/anomaly.md; here the same loop over two of them.
-    monkeypatch.setattr(A, "normal_classes", lambda normal, dataset: ["Trouser", "Sneaker"])
+    monkeypatch.setattr(A, "normal_classes", lambda normal, dataset, cfg=None: ["Trouser", "Sneaker"])
     got = A.anomaly_job("all", out=tmp_path, progress=False,
                         overrides=dict(model="dense", width=0.25, latent=4, epochs=1, train_limit=300, threads=1))
     summary = got.summary

@@ -23,6 +23,7 @@ import numpy as np
 from aelab.config import RunConfig, resolve
 from aelab.data import dataset_info, load_dataset
 from aelab.data.datasets import resolve_classes
+from aelab.data.own import is_own
 from aelab.errors import ConfigError
 from aelab.evaluation.anomaly import DEFAULT_QUANTILE
 from aelab.evaluation.one_class import evaluate_one_class
@@ -50,9 +51,11 @@ def one_class_config(dataset: str, config_file: str | None = None, overrides: di
     return resolve(config_file=config_file, overrides={**ONE_CLASS_RECIPE, **overrides, "dataset": dataset})
 
 
-def normal_classes(normal: str, dataset: str) -> list[str]:
-    """'all' -> every class name of ``dataset``; a name or index -> [that class's name]."""
-    names = dataset_info(dataset).classes
+def normal_classes(normal: str, dataset: str, cfg: RunConfig | None = None) -> list[str]:
+    """'all' -> every class name of ``dataset``; a name or index -> [that class's name]. Your own images'
+    classes are read from the data (``cfg`` gives the options that load them)."""
+    names = (load_dataset(dataset, **(cfg or RunConfig(dataset=dataset)).data_kwargs()).classes
+             if is_own(dataset) else dataset_info(dataset).classes)
     if normal.strip().lower() == "all":
         return list(names)
     keep = resolve_classes([normal], names)
@@ -75,8 +78,8 @@ def anomaly_job(normal: str, *, dataset: str = "fashion-mnist", out: str | Path 
     if not 0.0 < quantile < 1.0:
         raise ConfigError(f"--quantile {quantile}: give a quantile in (0, 1), e.g. 0.95")
     t0 = time.perf_counter()
-    names = normal_classes(normal, dataset)
     base = one_class_config(dataset, config_file, overrides)
+    names = normal_classes(normal, dataset, base)
     out = Path(out) if out else Path("runs") / f"anomaly-{dataset}-{'all' if len(names) > 1 else class_slug(names[0])}"
     full = load_dataset(dataset, **dict(base.data_kwargs(), classes=None, train_limit=None))
     results = []

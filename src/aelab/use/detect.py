@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aelab.data import ImageSource, image_bytes, open_input, to_pixels
+from aelab.data import ImageSource, image_bytes, to_pixels
 from aelab.data.noise import TEST_STREAM, NoiseSpec, generator_for
 from aelab.data.pixels import side_by_side
 from aelab.errors import OutputError
@@ -30,6 +30,7 @@ from aelab.evaluation.metrics import ssim_per_image
 from aelab.files import StagedDir, atomic_write_text
 from aelab.runs import Run
 from aelab.use.api import TrainedModel, load
+from aelab.use.files import open_source
 
 SEPARATOR = 128  # grey column between the tiles of a PNG
 
@@ -96,8 +97,7 @@ def score_to_csv(run: str | os.PathLike, source: str | os.PathLike | ImageSource
     model.detector = run_detector(Run.open(run), model.model, quantile, score)
     det = model.detector
     cut = det.threshold if threshold is None else float(threshold)
-    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir,
-                                                                    shape=model.image_shape)
+    src = open_source(model, source, resize, data_dir)  # data:SPLIT: the run's own split
     n = _count(src.n, limit)
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -126,8 +126,7 @@ def denoise_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.Path
     ``noisy | denoised | clean`` PNGs with the SSIM of the denoised image against the clean one; and index.csv."""
     model = run if isinstance(run, TrainedModel) else load(run)
     spec = NoiseSpec.parse(add_noise)
-    src = source if isinstance(source, ImageSource) else open_input(source, resize=resize, data_dir=data_dir,
-                                                                    shape=model.image_shape)
+    src = open_source(model, source, resize, data_dir)  # data:SPLIT: the run's own split
     n = _count(src.n, limit)
     width = max(5, len(str(max(n - 1, 0))))
     buf = io.StringIO()
