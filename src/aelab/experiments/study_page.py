@@ -144,7 +144,8 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
         f"## What this run did ({budget} budget)", "", description, "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
         f"Python {m['python']}.", "",
-        f"Time: {result['total_seconds'] / 60:.1f} minutes for all {len(result['steps'])} steps (summed over the "
+        f"Time: {result['total_seconds'] / 60:.1f} minutes for "
+        f"{'all ' if result.get('complete', True) else ''}{len(result['step_seconds'])} steps (summed over the "
         f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
         f"and worked on {len(fresh)} of them. {_load_note(result['step_load'], m['cores'])}", "",
         "| step | done | seconds | load average after it |", "|---|---|---:|---:|",
