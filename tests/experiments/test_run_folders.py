@@ -32,7 +32,8 @@ def test_two_trainings_into_one_folder_one_trains_the_other_is_refused(tmp_path:
 
 def test_a_running_training_locks_its_folder_against_evaluate_and_resume(tmp_path: Path, data_root: Path) -> None:
     out = tmp_path / "run"
-    slow = subprocess.Popen([aelab_exe(), "train", *ARGS[:-1], "--epochs", "12", "--out", str(out)],
+    # long enough to outlive the three refused commands below on any machine (it is killed after them)
+    slow = subprocess.Popen([aelab_exe(), "train", *ARGS[:-1], "--epochs", "500", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
