@@ -3,18 +3,16 @@ denoising training that resumes exactly (the noise stream included)."""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
 
 from aelab.config import resolve
 from aelab.data import load_dataset
 from aelab.data.noise import PATCH, TRAIN_STREAM, NoiseSpec, corrupt_images, generator_for
-from aelab.errors import ConfigError, Interrupted
-from aelab.runs import Run, load_checkpoint
+from aelab.errors import ConfigError
+from aelab.runs import Run
 from aelab.training import Trainer
+from tests.resume import model_weights, straight_and_resumed
 
 
 def _grey(n: int = 400, value: float = 0.5) -> torch.Tensor:
@@ -88,30 +86,17 @@ def bundle(data_root):
     return load_dataset("fashion-mnist", val_fraction=0.1, seed=0, train_limit=800)
 
 
-def _weights(path):
-    tensors, _ = load_checkpoint(path)
-    return {k: v for k, v in tensors.items() if k.startswith("model.")}
 
 
 def test_denoising_resume_equals_uninterrupted_and_the_noise_is_used(tmp_path, bundle) -> None:
     cfg = resolve(overrides=DENOISE)
-    straight = Run(tmp_path / "straight")
-    straight.path.mkdir()
-    Trainer(cfg, straight, bundle=bundle, progress=False).fit()
-
-    parted = Run(tmp_path / "parted")
-    parted.path.mkdir()
-    first = Trainer(cfg, parted, bundle=bundle, progress=False,
-                    on_epoch_end=lambda st: os.kill(os.getpid(), signal.SIGINT))
-    with pytest.raises(Interrupted):
-        first.fit()
-    Trainer(cfg, parted, bundle=bundle, progress=False, resume=True).fit()
-    a, b = _weights(straight.last), _weights(parted.last)
+    straight, parted = straight_and_resumed(cfg, bundle, tmp_path)
+    a, b = model_weights(straight.last), model_weights(parted.last)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
     clean = Run(tmp_path / "clean")
     clean.path.mkdir()
     Trainer(resolve(overrides=dict(DENOISE, noise=None)), clean, bundle=bundle, progress=False).fit()
-    c = _weights(clean.last)
+    c = model_weights(clean.last)
     assert any(not torch.allclose(a[k], c[k], atol=1e-4) for k in a)  # the noise changed what was learned

@@ -14,6 +14,7 @@ from aelab.data import load_dataset
 from aelab.errors import Interrupted, TrainingDiverged
 from aelab.runs import Run, load_checkpoint
 from aelab.training import Trainer
+from tests.resume import model_weights, straight_and_resumed
 
 SMALL = dict(train_limit=1500, threads=1, report=False, latent=16)
 
@@ -23,28 +24,14 @@ def bundle(data_root):
     return load_dataset("fashion-mnist", val_fraction=0.1, seed=0, train_limit=1500)
 
 
-def _weights(path):
-    tensors, _ = load_checkpoint(path)
-    return {k: v for k, v in tensors.items() if k.startswith("model.")}
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
 def test_resume_equals_uninterrupted(tmp_path, bundle, schedule):
     cfg = resolve(overrides=dict(SMALL, epochs=2, schedule=schedule))  # conv-modified: dropout + batch norm
-    straight = Run(tmp_path / "straight")
-    straight.path.mkdir()
-    Trainer(cfg, straight, bundle=bundle, progress=False).fit()
+    straight, parted = straight_and_resumed(cfg, bundle, tmp_path)
 
-    parted = Run(tmp_path / "parted")
-    parted.path.mkdir()
-    first = Trainer(cfg, parted, bundle=bundle, progress=False,
-                    on_epoch_end=lambda st: os.kill(os.getpid(), signal.SIGINT))  # a real Ctrl-C
-    with pytest.raises(Interrupted, match="resume with"):
-        first.fit()
-    assert load_checkpoint(parted.last)[1]["loop"]["epoch"] == 1
-    Trainer(cfg, parted, bundle=bundle, progress=False, resume=True).fit()
-
-    a, b = _weights(straight.last), _weights(parted.last)
+    a, b = model_weights(straight.last), model_weights(parted.last)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 
 import numpy as np
 import onnxruntime as ort
@@ -19,11 +17,9 @@ import aelab
 from aelab.cli import main
 from aelab.config import resolve
 from aelab.data import load_dataset, to_float
-from aelab.errors import Interrupted
 from aelab.models import prior_codes
-from aelab.runs import Run, load_checkpoint
-from aelab.training import Trainer
 from aelab.use.export import export_run
+from tests.resume import model_weights, straight_and_resumed
 
 
 def test_sample_command_writes_the_decoded_prior_samples(vae_run_path, tmp_path):
@@ -91,8 +87,6 @@ def test_export_ships_the_mean_encoder_and_the_decoder(vae_run_path, tmp_path, d
     assert info["model"]["model"] == "vae" and "posterior mean" in info["encoder"]["output"]
 
 
-def _weights(path):
-    return {k: v for k, v in load_checkpoint(path)[0].items() if k.startswith("model.")}
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
@@ -102,17 +96,8 @@ def test_resume_of_a_vae_run_equals_the_uninterrupted_run(tmp_path, data_root, l
     bundle = load_dataset("fashion-mnist", val_fraction=0.1, seed=0, train_limit=1200)
     cfg = resolve(overrides=dict(model="vae", likelihood=likelihood, latent=8, width=0.5, epochs=2, kl_warmup=1.5,
                                  train_limit=1200, threads=1, report=False))
-    straight = Run(tmp_path / "straight")
-    straight.path.mkdir()
-    Trainer(cfg, straight, bundle=bundle, progress=False).fit()
-    parted = Run(tmp_path / "parted")
-    parted.path.mkdir()
-    first = Trainer(cfg, parted, bundle=bundle, progress=False,
-                    on_epoch_end=lambda st: os.kill(os.getpid(), signal.SIGINT))
-    with pytest.raises(Interrupted):
-        first.fit()
-    Trainer(cfg, parted, bundle=bundle, progress=False, resume=True).fit()
-    a, b = _weights(straight.last), _weights(parted.last)
+    straight, parted = straight_and_resumed(cfg, bundle, tmp_path)
+    a, b = model_weights(straight.last), model_weights(parted.last)
     assert a.keys() == b.keys() and ("model.log_sigma" in a) == (likelihood == "gaussian")
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
