@@ -65,6 +65,49 @@ def test_ssim_is_differentiable():
     assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
 
 
+def _ssim_by_depthwise_conv(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The formulation ssim_per_image replaced (separable depthwise conv2d, valid region), as a reference."""
+    import torch.nn.functional as F
+
+    from aelab.evaluation.metrics import K1, K2, ssim_window
+
+    w1 = ssim_window("gaussian")[0].to(x.dtype)
+    k = w1.numel()
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    stack = F.conv2d(stack, w1.view(1, 1, 1, k).expand(5, 1, 1, k), groups=5)
+    mx, my, exx, eyy, exy = F.conv2d(stack, w1.view(1, 1, k, 1).expand(5, 1, k, 1), groups=5).unbind(dim=1)
+    c1, c2 = K1**2, K2**2
+    s = ((2 * mx * my + c1) * (2 * (exy - mx * my) + c2)) / (
+        (mx * mx + my * my + c1) * (exx - mx * mx + eyy - my * my + c2))
+    return s.flatten(1).mean(dim=1)
+
+
+def test_ssim_and_its_gradient_equal_the_depthwise_convolution(fashion):
+    """The banded-matrix filtering is the same sums as the convolution it replaced: values and the training
+    loss's gradient agree (float64, real images and noisy copies), non-square images too."""
+    target = to_float(fashion.test.images[:64]).double()
+    noisy = (target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(0),
+                                        dtype=torch.float64)).clamp(0, 1)
+    for crop in (slice(None), slice(3, 25)):
+        t, r = target[..., crop], noisy[..., crop]
+        mine, ref = r.clone().requires_grad_(True), r.clone().requires_grad_(True)
+        ours, theirs = ssim_per_image(mine, t), _ssim_by_depthwise_conv(ref, t)
+        assert torch.allclose(ours, theirs, atol=1e-12)
+        ours.mean().backward()
+        theirs.mean().backward()
+        assert torch.allclose(mine.grad, ref.grad, atol=1e-12) and mine.grad.abs().sum() > 0
+
+
+def test_ssim_keeps_the_inputs_precision_under_bf16_autocast(fashion):
+    """In bf16 training the SSIM term's window sums stay in float32 (autocast would round matmuls to bf16)."""
+    target = to_float(fashion.test.images[:32])
+    recon = (target + 0.05).clamp(0, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ssim_per_image(recon, target)
+    assert mixed.dtype == torch.float32
+    assert (mixed - ssim_per_image(recon, target)).abs().max() < 1e-6
+
+
 def test_colour_ssim_is_the_mean_over_channels_as_scikit_image():
     """SSIM of an RGB image: each channel's SSIM, averaged (scikit-image's channel_axis), on real photographs."""
     from skimage import data as samples
