@@ -57,7 +57,7 @@ class Budget:
         data = f"{self.train_limit:,} training images (a seeded sample; 10% more held out for validation)" \
             if self.train_limit else "the full training split (54,000 images; 6,000 held out for validation)"
         epochs = f"{self.epochs} epochs" if self.epochs else "each recipe's own epochs (10 base, 12 modified)"
-        dense = f"{self.dense_epochs} epochs" if self.dense_epochs else "20 epochs"
+        dense = f"{self.dense_epochs} epochs" if self.dense_epochs else "60 epochs"
         trials = (f"{self.tune_trials} trials per latent, {self.tune_epochs} epoch(s) each on "
                   f"{f'{self.tune_train_limit:,}' if self.tune_train_limit else 'all'} training images, "
                   f"{self.sampler} sampler, median pruner, objective validation SSIM; trial 0 is the modified "
