@@ -2,8 +2,9 @@
 
 A run folder holds ``config.yaml`` (the resolved configuration), ``data.json`` (the data it was trained on:
 source, image shape, fingerprints), ``best.safetensors`` and ``last.safetensors`` (checkpoints),
-``history.csv``, ``metrics.json``, ``pca.safetensors`` (the fitted PCA baseline), ``figures/`` and
-``report.html``. Everything a person sees can be rebuilt from it.
+``history.csv``, ``metrics.json``, ``pca.safetensors`` (the fitted PCA baseline), ``eval-cache.safetensors``
+(results a repeated evaluation reads back), ``figures/`` and ``report.html``. Everything a person sees can be
+rebuilt from it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """A run folder -> metrics.json: test-set reconstruction metrics and latent quality, beside PCA.
 
 The PCA baseline has the run's latent size and is fitted on the run's own training split; it is stored in
-``pca.safetensors`` so that reports and comparisons reuse it.
+``pca.safetensors`` so that reports and comparisons reuse it. Results whose inputs do not change between two
+evaluations of a run (the kNN sample's codes, PCA's figures) are kept in ``eval-cache.safetensors``
+(``evaluation.cache``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from aelab.data import DataBundle, display, load_dataset, shape_text, to_float
 from aelab.data.noise import NoiseSpec
 from aelab.errors import RunError
+from aelab.evaluation.cache import CACHE_NAME, EvalCache, digest, weights_digest
 from aelab.evaluation.denoise import evaluate_denoising
 from aelab.evaluation.metrics import (
     knn_accuracy,
@@ -30,7 +33,7 @@ from aelab.evaluation.passes import encode_all, encode_reconstruct_all, fit_pca
 from aelab.evaluation.vae import IWAE_IMAGES, IWAE_K, plain_section, vae_metrics
 from aelab.files import write_json
 from aelab.models import VAE, Autoencoder, PCAModel, count_parameters
-from aelab.runs import Run, load_checkpoint
+from aelab.runs import Run, load_checkpoint, tensors_digest
 
 METRICS_FORMAT = "aelab-metrics-1"
 SSIM_DEFINITION = ("SSIM: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data range 1, valid region, "
@@ -87,10 +90,12 @@ class TestPasses:
     pca: PCAModel
 
 
-def evaluate_test(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: int = 0
-                  ) -> tuple[dict[str, Any], TestPasses]:
+def evaluate_test(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: int = 0,
+                  cache: EvalCache | None = None) -> tuple[dict[str, Any], TestPasses]:
     """Test-set metrics of ``model`` and of ``pca``, overall and per class, and their latent quality; with the
-    per-image results they were computed from."""
+    per-image results they were computed from. ``cache``: the run folder's results of earlier evaluations (the
+    kNN sample's codes under these weights, PCA's metrics), used when their inputs are the same."""
+    cache = cache or EvalCache(None)
     target = to_float(bundle.test.images)
     labels = bundle.test.labels.numpy()
     out: dict[str, Any] = {}
@@ -100,14 +105,30 @@ def evaluate_test(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: i
     recons["pca"] = pca.reconstruct(bundle.test.images)
     knn = knn_train_indices(len(bundle.train), seed)
     knn_images, knn_labels = bundle.train.images[knn], bundle.train.labels.numpy()[knn]
-    for name, train_codes, test_codes in (
-        ("autoencoder", encode_all(model, knn_images), test_codes_ae),
-        ("pca", pca.encode(knn_images), pca.encode(bundle.test.images)),
-    ):
-        per_image[name] = reconstruction_metrics(recons[name], target)
-        summary = summarize(per_image[name], labels, bundle.classes)
-        summary["overall"].update(_latent_quality(train_codes.numpy(), knn_labels, test_codes.numpy(), bundle, seed))
-        out[name] = summary
+    inputs = {"knn_images": digest(knn_images, bundle.train.labels[knn]), "seed": seed, "classes": bundle.classes,
+              "test": digest(bundle.test.images, bundle.test.labels)}
+
+    ae_key = {"weights": weights_digest(model), "knn_images": inputs["knn_images"]}
+    hit = cache.get("autoencoder_knn_codes", ae_key)
+    train_codes = hit[0]["codes"] if hit else encode_all(model, knn_images)
+    if not hit:
+        cache.put("autoencoder_knn_codes", ae_key, {"codes": train_codes})
+    per_image["autoencoder"] = reconstruction_metrics(recons["autoencoder"], target)
+    out["autoencoder"] = summarize(per_image["autoencoder"], labels, bundle.classes)
+    out["autoencoder"]["overall"].update(
+        _latent_quality(train_codes.numpy(), knn_labels, test_codes_ae.numpy(), bundle, seed))
+
+    pca_key = {"pca": tensors_digest(pca.state()), **inputs}
+    hit = cache.get("pca_metrics", pca_key)
+    if hit:  # PCA's figures depend only on its fit and the data: read back, with the per-image SSIM the report needs
+        out["pca"], per_image["pca"] = hit[1], {"ssim": hit[0]["ssim"].numpy()}
+    else:
+        per_image["pca"] = reconstruction_metrics(recons["pca"], target)
+        out["pca"] = summarize(per_image["pca"], labels, bundle.classes)
+        out["pca"]["overall"].update(_latent_quality(pca.encode(knn_images).numpy(), knn_labels,
+                                                     pca.encode(bundle.test.images).numpy(), bundle, seed))
+        cache.put("pca_metrics", pca_key, {"ssim": torch.from_numpy(per_image["pca"]["ssim"])}, out["pca"])
+    cache.save()
     passes = TestPasses(codes=test_codes_ae.numpy(), recon=display(recons["autoencoder"]),
                         pca_recon=display(recons["pca"]), ssim=per_image["autoencoder"]["ssim"],
                         ssim_pca=per_image["pca"]["ssim"], pca=pca)
@@ -151,7 +172,7 @@ def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
     if pca is None or pca.latent != cfg.latent or pca.shape != bundle.shape:
         pca = fit_pca(bundle, cfg.latent)
         run.save_pca(pca)
-    results, passes = evaluate_test(model, bundle, pca, seed=cfg.seed)
+    results, passes = evaluate_test(model, bundle, pca, seed=cfg.seed, cache=EvalCache(run.path / CACHE_NAME))
     training = _training_summary(run)
     metrics = {
         "format": METRICS_FORMAT,

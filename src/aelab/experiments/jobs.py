@@ -33,7 +33,7 @@ def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
 
 # The files a run folder holds; a restart removes these and nothing else.
 RUN_FILES = ("config.yaml", "data.json", "best.safetensors", "last.safetensors", "history.csv", "metrics.json",
-             "pca.safetensors", "report.html", "figures")
+             "pca.safetensors", "eval-cache.safetensors", "report.html", "figures")
 
 
 def _restart_needed(run: Run) -> bool:
