@@ -273,6 +273,8 @@ def rescale(sections: dict[str, Any], gflops: float) -> None:
     v = sections.get("evaluate")
     if v and v.get("network_gflops"):  # the floor of the evaluation's network passes, at the final ceiling
         v["network_seconds_at_fp32_ceiling"] = round(v["network_gflops"] / gflops, 2)
+        if v.get("warm_network_gflops"):
+            v["warm_network_seconds_at_fp32_ceiling"] = round(v["warm_network_gflops"] / gflops, 2)
     e = sections.get("encode")
     if e:
         for c in e["contenders"].values():
