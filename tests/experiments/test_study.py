@@ -34,7 +34,7 @@ def test_the_plan_is_the_published_study() -> None:
     full = plan(FULL)
     base64 = full["compare"][0].cfg
     assert base64.train_limit is None and base64.epochs == 10 and base64.loss == "bce"
-    assert full["sweep"][0].cfg.epochs == 12 and full["dense"][0].cfg.epochs == 20
+    assert full["sweep"][0].cfg.epochs == 12 and full["dense"][0].cfg.epochs == 60
     # the run order: the time-capped sweep first (the shared modified runs with it), the dense run, then the rest
     assert [s.name for s in run_order(full)] == [f"fmnist-modified-{n}" for n in SWEEP_LATENTS] + [
         "mnist-dense-2", "fmnist-base-64", "tune-64", "fmnist-base-128", "tune-128"]
