@@ -60,7 +60,7 @@ COLUMNS = (("ssim", "SSIM", "{:.4f}"), ("ssim7", "SSIM-7", "{:.4f}"), ("psnr", "
 
 # kNN-5 is fitted on the codes of a fixed, seeded sample of this many training images (all of them when there are
 # fewer), not on all 54,000: encoding the whole training split was 4/5 of the network work of an evaluation
-# (docs/METRICS.md gives the measured time and the accuracy against the full fit).
+# (docs/evaluation.md gives the measured time and the accuracy against the full fit).
 KNN_TRAIN_SAMPLE = 10_000
 
 
