@@ -109,3 +109,26 @@ def test_the_goals_table_shows_a_miss_and_a_loss_to_pca() -> None:
     assert lines["| 2"].endswith("| yes | met |")
     assert lines["| 64"].endswith("| yes | **missed** |")  # SSIM 0.89 < 0.90
     assert lines["| 256"].endswith("| **no** | **missed** |")  # PCA's MSE is lower; SSIM 0.95 < 0.96
+
+
+def test_the_page_states_the_comparison_and_mnist_goals() -> None:
+    """The seeds' table goal (base < modified < tuned, each above PCA) and the MNIST 2-D goal get a verdict."""
+    from aelab.experiments.study_page import compare_goal_lines, dense_goal_lines
+
+    def row(series: str, latent: int, ssim: float, mse: float, pca_ssim: float, pca_mse: float) -> dict:
+        return dict(series=series, latent=latent, ssim=ssim, mse=mse, pca_ssim=pca_ssim, pca_mse=pca_mse)
+
+    rows = [row("base (conv)", 64, 0.77, 0.007, 0.70, 0.010),
+            row("modified (conv-modified)", 64, 0.89, 0.005, 0.70, 0.010),
+            row("tuned (conv-modified)", 64, 0.87, 0.006, 0.70, 0.010),
+            row("base (conv)", 128, 0.79, 0.0064, 0.81, 0.0059),
+            row("modified (conv-modified)", 128, 0.92, 0.0035, 0.81, 0.0059)]
+    text = "\n".join(compare_goal_lines(rows))
+    assert "| 64 | 0.7700 | 0.8900 | 0.8700 | 0.7000 | **missed** | yes |" in text
+    assert "| 128 | 0.7900 | 0.9200 | – | 0.8100 | pending | **no** |" in text
+    ok = compare_goal_lines([row("base (conv)", 64, 0.77, 0.007, 0.70, 0.01),
+                             row("modified (x)", 64, 0.8, 0.006, 0.7, 0.01),
+                             row("tuned (x)", 64, 0.81, 0.005, 0.7, 0.01)])
+    assert "| met | yes |" in "\n".join(ok)
+    assert dense_goal_lines([row("dense (MNIST)", 2, 0.557, 0.0359, 0.255, 0.0555)])[0].endswith(": met.")
+    assert "**missed**" in dense_goal_lines([row("dense (MNIST)", 2, 0.513, 0.0381, 0.255, 0.0555)])[0]

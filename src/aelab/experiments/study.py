@@ -182,7 +182,6 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
             atomic_write_bytes(out / "sweep-ssim-mse-vs-latent.png", sweep_figure(tables["sweep"]))
         return result
 
-    result: dict[str, Any] = {}
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
         if not train and not _finished(step, runs):
@@ -204,8 +203,9 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
         row = run_row(folders[step.name])
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
-        result = write_outputs()  # after every step: an interrupted study leaves its partial tables, labelled
-    return result or write_outputs()
+        if how != "skipped" and i < len(steps):  # an interrupted study leaves its partial tables, labelled
+            write_outputs()
+    return write_outputs()  # once more at the end (steps only read back are not written after each one)
 
 
 def _finished(step: Step, runs: Path) -> bool:
