@@ -78,7 +78,8 @@ def test_two_processes_train_the_one_process_run_and_write_one_set_of_files(refe
     r = aelab("--out", str(out), "--nproc", "2")
     assert r.returncode == 0, r.stderr
     assert_same_run(reference, out)
-    assert set(os.listdir(out)) == RUN_FILES | {"metrics.json", "pca.safetensors", "eval-cache.safetensors"}  # evaluated once, on rank 0
+    evaluated = {"metrics.json", "pca.safetensors", "eval-cache.safetensors"}
+    assert set(os.listdir(out)) == RUN_FILES | evaluated  # evaluated once, on rank 0
     assert os.listdir(tmp_path) == ["two"]
     assert r.stdout.count("test SSIM") == 1 and "Traceback" not in r.stderr
 
