@@ -98,6 +98,20 @@ def test_ssim_and_its_gradient_equal_the_depthwise_convolution(fashion):
         assert torch.allclose(mine.grad, ref.grad, atol=1e-12) and mine.grad.abs().sum() > 0
 
 
+def test_ssim_first_used_in_inference_mode_still_trains():
+    """The window matrices are cached: built first inside an evaluation (inference mode), they must still serve
+    the training loss's backward pass (autograd refuses inference tensors)."""
+    from aelab.evaluation.metrics import _band
+
+    _band.cache_clear()
+    x, y = torch.rand(2, 1, 28, 28, dtype=torch.float64), torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    with torch.inference_mode():
+        ssim_per_image(x, y)
+    pred = x.clone().requires_grad_(True)
+    ssim_per_image(pred, y).mean().backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
 def test_ssim_keeps_the_inputs_precision_under_bf16_autocast(fashion):
     """In bf16 training the SSIM term's window sums stay in float32 (autocast would round matmuls to bf16)."""
     target = to_float(fashion.test.images[:32])

@@ -43,13 +43,16 @@ def ssim_window(kind: str, side: int = 11) -> tuple[torch.Tensor, bool]:
 def _band(size: int, kind: str, side: int) -> torch.Tensor:
     """(size, size - k + 1) float64 matrix whose column i holds the 1-D window at rows i..i+k-1: ``x @ band``
     filters the last axis of ``x`` over the valid region (``band.T @ x`` the one before it)."""
-    w1 = ssim_window(kind, side)[0]
-    k = w1.numel()
-    out = size - k + 1
-    band = torch.zeros(size, out, dtype=torch.float64)
-    idx = torch.arange(out)
-    for j in range(k):
-        band[idx + j, idx] = w1[j]
+    # A normal tensor even when first built under inference mode (an evaluation): the cached matrix also serves
+    # the training loss, and autograd refuses inference tensors.
+    with torch.inference_mode(False):
+        w1 = ssim_window(kind, side)[0]
+        k = w1.numel()
+        out = size - k + 1
+        band = torch.zeros(size, out, dtype=torch.float64)
+        idx = torch.arange(out)
+        for j in range(k):
+            band[idx + j, idx] = w1[j]
     return band
 
 
