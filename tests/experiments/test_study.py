@@ -132,3 +132,21 @@ def test_the_page_states_the_comparison_and_mnist_goals() -> None:
     assert "| met | yes |" in "\n".join(ok)
     assert dense_goal_lines([row("dense (MNIST)", 2, 0.557, 0.0359, 0.255, 0.0555)])[0].endswith(": met.")
     assert "**missed**" in dense_goal_lines([row("dense (MNIST)", 2, 0.513, 0.0381, 0.255, 0.0555)])[0]
+
+
+def test_a_new_tuning_budget_keeps_the_records_of_the_steps_it_does_not_change(tmp_path: Path) -> None:
+    from aelab.experiments.study import _previous_steps
+
+    record = tmp_path / "study.json"
+    old = dataclasses.replace(FULL, tune_trials=30, tune_epochs=3, tune_minutes=None)
+    stored = dataclasses.asdict(old)
+    del stored["tune_minutes"]  # a record written before the field existed
+    record.write_text(json.dumps({"budget": stored, "step_seconds": {"fmnist-modified-64": 600.0, "tune-64": 3600.0},
+                                  "step_load": {"fmnist-modified-64": 2.1, "tune-64": 2.5},
+                                  "step_done": {"fmnist-modified-64": "trained", "tune-64": "tuned"}}))
+    seconds, loads, done = _previous_steps(record, FULL, {"tune-64"})
+    assert seconds == {"fmnist-modified-64": 600.0} and loads == {"fmnist-modified-64": 2.1}
+    assert done == {"fmnist-modified-64": "trained"}  # the tuning step is redone; the sweep step is not
+    assert _previous_steps(record, old, {"tune-64"})[0] == {"fmnist-modified-64": 600.0, "tune-64": 3600.0}
+    assert _previous_steps(record, dataclasses.replace(old, train_limit=6000), {"tune-64"}) == ({}, {}, {})
+    assert "1.85 minutes of training each" in FULL.describe() and "20 trials per latent" in FULL.describe()

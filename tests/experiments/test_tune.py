@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,9 @@ from aelab.cli import main
 from aelab.config import resolve
 from aelab.errors import ConfigError, TuneError
 from aelab.experiments.tune import TuneSettings, tune
+from aelab.experiments.tune.objective import pruning_step
 from aelab.experiments.tune.space import Choice, Range, load_space
+from aelab.training import LoopState
 from tests.conftest import aelab_exe
 
 # Small, fast trials: a narrow dense model, 800 training images (+80 for validation), one epoch, one thread.
@@ -227,3 +230,39 @@ def test_an_unreachable_storage_is_a_clear_error(tmp_path: Path, url: str) -> No
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
     assert "secret" not in result.output
     assert not out.exists()
+
+
+def test_trials_with_a_budget_in_minutes_stop_on_time_and_report_tenths_of_it(tmp_path: Path) -> None:
+    minutes = 0.01  # 0.6 s of training: a few of the tiny model's epochs, far fewer than the 500 allowed
+    summary = tune(settings(tmp_path, trials=2, trial_epochs=500, trial_minutes=minutes, pruner="none"))
+    assert summary["trials"]["complete"] == 2
+    for t in trials(tmp_path / "study"):
+        cfg = yaml.safe_load((Path(t.user_attrs["run"]) / "config.yaml").read_text())
+        assert cfg["max_minutes"] == minutes and cfg["epochs"] == 500
+        epochs, seconds = t.user_attrs["epochs"], t.user_attrs["train_seconds"]
+        assert 1 <= epochs < 500 and seconds <= minutes * 60 + 1.0  # stopped by the clock, not the epochs
+        steps = sorted(t.intermediate_values)
+        assert steps and all(0 <= s <= 10 for s in steps) and len(steps) <= epochs  # tenths, each once
+    best = yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())
+    assert best["max_minutes"] is None and best["epochs"] == 1  # the retraining keeps the base's budget
+    assert "in at most 0.01 minutes" in (tmp_path / "study" / "best.yaml").read_text()
+    assert json.loads((tmp_path / "study" / "settings.json").read_text())["trial_minutes"] == minutes
+
+
+def test_the_pruning_step_is_the_share_of_the_time_budget_used() -> None:
+    cfg = resolve(overrides=dict(TINY, epochs=12))
+    st = LoopState(epoch=3, elapsed=70.0, history=[{"seconds": 23.0}])
+    assert pruning_step(st, cfg, None) == (3, True)  # no time budget: the epoch
+    assert pruning_step(st, cfg, 2.0) == (5, True)  # 70 s of 120: five tenths, and 23 s more still fit
+    st.elapsed = 100.0
+    assert pruning_step(st, cfg, 2.0) == (8, False)  # the next epoch would overrun: this is the last
+    st.elapsed, st.epoch, st.planned_epochs = 20.0, 4, 4
+    assert pruning_step(st, cfg, 2.0) == (1, False)  # the fitted schedule ends here
+    st.elapsed = 200.0
+    assert pruning_step(st, cfg, 2.0)[0] == 10  # never past the last tenth
+
+
+def test_a_time_budget_of_zero_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["tune", "--trial-minutes", "0", "--out", str(tmp_path / "t"), "-q"])
+    assert result.exit_code == 2 and "--trial-minutes: use a number of minutes > 0" in result.output
+    assert not (tmp_path / "t").exists()

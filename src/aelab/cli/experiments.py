@@ -51,6 +51,10 @@ def _latents(text: str | None) -> list[int] | None:
 @click.option("--trial-epochs", type=int, default=None, help="epochs per trial [default: --epochs]")
 @click.option("--trial-train-limit", type=int, default=None,
               help="training images per trial [default: --train-limit]")
+@click.option("--trial-minutes", type=float, default=None,
+              help="training minutes per trial (the schedule fitted to the epochs that fit; --trial-epochs is then "
+                   "the most it plans): a slow configuration pays for its speed, as it will when retrained with "
+                   "--max-minutes [default: no time budget]")
 @click.option("--timeout", "timeout_minutes", type=float, default=None,
               help="stop starting trials after this many minutes")
 @click.option("--sampler-seed", type=int, default=None, help="seed of the sampler [default: --seed]")
@@ -66,15 +70,16 @@ def _latents(text: str | None) -> list[int] | None:
 @config_options
 def tune(space: str | None, search_latent: str | None, study_name: str | None, out: str | None,
          storage: str | None, trials: int, jobs: int, sampler: str, pruner: str, objective: str,
-         trial_epochs: int | None, trial_train_limit: int | None, timeout_minutes: float | None,
+         trial_epochs: int | None, trial_train_limit: int | None, trial_minutes: float | None,
+         timeout_minutes: float | None,
          sampler_seed: int | None, no_retrain: bool, keep_checkpoints: bool, start_from_base: bool, heartbeat: int,
          preset: str | None,
          config_file: str | None, quiet: bool, **options: Any) -> None:
     """Search hyperparameters with Optuna; rerunning the same command continues the study.
 
     The training options (--preset, --config, --epochs, ...) are the full budget the best configuration is
-    retrained with; --trial-epochs and --trial-train-limit make the trials cheaper. Each trial is scored on
-    the validation split. The study folder gets trials.csv/.md, best.yaml (for 'aelab train --config'),
+    retrained with; --trial-epochs, --trial-train-limit and --trial-minutes make the trials cheaper. Each trial
+    is scored on the validation split. The study folder gets trials.csv/.md, best.yaml (for 'aelab train --config'),
     figures/ (history, importances, parallel coordinates), the retrained best run and summary.md.
     """
     # lazy: keeps 'aelab --help' free of torch
@@ -92,7 +97,8 @@ def tune(space: str | None, search_latent: str | None, study_name: str | None, o
         base=base, space=search, out=Path(out) if out else Path("tune") / name, study=name, storage=storage,
         trials=trials, sampler=sampler, pruner=pruner, objective=objective, jobs=jobs,
         sampler_seed=base.seed if sampler_seed is None else sampler_seed, trial_epochs=trial_epochs,
-        trial_train_limit=trial_train_limit, timeout_minutes=timeout_minutes, retrain=not no_retrain,
+        trial_train_limit=trial_train_limit, trial_minutes=trial_minutes, timeout_minutes=timeout_minutes,
+        retrain=not no_retrain,
         keep_checkpoints=keep_checkpoints, start_from_base=start_from_base, heartbeat=heartbeat,
         progress=not quiet)
     click.echo(summary_markdown(run_tune(settings)), nl=False)

@@ -130,7 +130,8 @@ def write_best_config(settings: TuneSettings, best: FrozenTrial) -> Path:
     cfg = settings.best_config(best.params)
     head = (f"# best trial {best.number} of study '{settings.study}' ({settings.objective_label} {best.value:.4f}, "
             f"trained for {best.user_attrs.get('epochs', '?')} epochs"
-            f"{f' on {settings.trial_train_limit} images' if settings.trial_train_limit else ''}),\n"
+            f"{f' on {settings.trial_train_limit} images' if settings.trial_train_limit else ''}"
+            f"{f' in at most {settings.trial_minutes:g} minutes' if settings.trial_minutes else ''}),\n"
             f"# with the full budget below. Train it: aelab train --config {settings.out / 'best.yaml'}\n")
     return atomic_write_text(settings.out / "best.yaml", head + dump_yaml(cfg))
 

@@ -24,7 +24,7 @@ from aelab.data import DataBundle, load_dataset, to_float
 from aelab.errors import Interrupted, RunError, one_line
 from aelab.evaluation import reconstruct_all
 from aelab.evaluation.metrics import ssim_per_image
-from aelab.experiments.tune.settings import TuneSettings
+from aelab.experiments.tune.settings import TIME_STEPS, TuneSettings
 from aelab.files import atomic_write_text
 from aelab.models import Autoencoder
 from aelab.runs import Run
@@ -69,6 +69,20 @@ def own_folder(settings: TuneSettings, number: int) -> Run:
     raise RunError(f"{base}: a thousand folders of that name exist; clean up {settings.out / 'trials'}")
 
 
+def pruning_step(st: LoopState, cfg: RunConfig, minutes: float | None) -> tuple[int, bool]:
+    """(the step a finished epoch reports to the pruner, whether another epoch follows it).
+
+    Epoch budget: the step is the epoch. Budget in minutes: the tenths of it used so far, so that the pruner
+    compares trials after the same share of training time, not after the same epoch (which would favour a slow
+    configuration: ahead per epoch, behind per minute)."""
+    planned = st.planned_epochs or cfg.epochs
+    if minutes is None:
+        return st.epoch, st.epoch < planned
+    budget = minutes * 60
+    step = min(TIME_STEPS, int(TIME_STEPS * st.elapsed / budget))
+    return step, st.epoch < planned and st.elapsed + float(st.history[-1]["seconds"]) <= budget
+
+
 class Objective:
     """Trains one trial's configuration into its own folder and scores it on the validation split."""
 
@@ -110,13 +124,18 @@ class Objective:
         atomic_write_text(run.config_file, dump_yaml(cfg))
         trial.set_user_attr("run", str(run.path))
         sign = -1.0 if self.s.direction == "maximize" else 1.0
+        reported: set[int] = set()
 
         def on_epoch_end(st: LoopState) -> None:
             val = float(st.history[-1]["val_loss"])
             trial.set_user_attr("epochs", st.epoch)
             trial.set_user_attr("val_loss", st.best_val)
-            trial.report(sign * val, st.epoch)
-            if st.epoch < cfg.epochs and trial.should_prune():  # after the last epoch the trial is done anyway
+            step, more = pruning_step(st, cfg, self.s.trial_minutes)
+            if step in reported:  # two epochs in one tenth of a time budget: the first one speaks for it
+                return
+            reported.add(step)
+            trial.report(sign * val, step)
+            if more and trial.should_prune():  # after the last epoch the trial is done anyway
                 raise optuna.TrialPruned(f"pruned after epoch {st.epoch} (validation loss {val:.5f})")
 
         trainer = Trainer(cfg, run, bundle=self._data(cfg), progress=False, on_epoch_end=on_epoch_end)

@@ -112,6 +112,7 @@ def _settings_record(settings: TuneSettings) -> dict[str, Any]:
     return {"study": settings.study, "storage": describe(settings), "trials": settings.trials,
             "sampler": settings.sampler, "pruner": settings.pruner, "objective": settings.objective,
             "jobs": settings.jobs, "sampler_seed": settings.sampler_seed, "trial_epochs": settings.trial_epochs,
-            "trial_train_limit": settings.trial_train_limit, "space_source": settings.space.source,
+            "trial_train_limit": settings.trial_train_limit, "trial_minutes": settings.trial_minutes,
+            "space_source": settings.space.source,
             "start_from_base": settings.start_from_base,
             "base": settings.base.to_dict()}

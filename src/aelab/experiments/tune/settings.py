@@ -15,6 +15,7 @@ from aelab.experiments.tune.space import SearchSpace
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
 OBJECTIVES = ("ssim", "loss")
+TIME_STEPS = 10  # a trial with a budget in minutes reports to the pruner after each tenth of it
 
 
 @dataclass
@@ -34,6 +35,10 @@ class TuneSettings:
     sampler_seed: int = 0
     trial_epochs: int | None = None  # None: the base configuration's epochs
     trial_train_limit: int | None = None
+    # Minutes of training per trial (the Trainer's --max-minutes: the schedule is fitted to the epochs that fit).
+    # A budget in epochs rewards a slow configuration; one in minutes makes it pay for its speed in the search
+    # as it will when the best is retrained on a budget in minutes (docs/study/NOTES.md: the study's tuning).
+    trial_minutes: float | None = None
     timeout_minutes: float | None = None
     retrain: bool = True
     keep_checkpoints: bool = False
@@ -49,6 +54,11 @@ class TuneSettings:
     def objective_label(self) -> str:
         return "validation SSIM" if self.objective == "ssim" else "validation loss"
 
+    @property
+    def pruning_steps(self) -> int:
+        """The steps a trial reports to the pruner: its epochs, or with ``trial_minutes`` tenths of that budget."""
+        return TIME_STEPS if self.trial_minutes is not None else self.trial_config({}).epochs
+
     def trial_config(self, params: dict[str, Any], number: int | None = None) -> RunConfig:
         """The configuration one trial trains: base, the trial budget, then the sampled options."""
         budget: dict[str, Any] = {"report": False, "name": None if number is None else f"trial-{number:04d}"}
@@ -56,6 +66,8 @@ class TuneSettings:
             budget["epochs"] = self.trial_epochs
         if self.trial_train_limit is not None:
             budget["train_limit"] = self.trial_train_limit
+        if self.trial_minutes is not None:
+            budget["max_minutes"] = self.trial_minutes
         if self.base.threads is None:
             budget["threads"] = max(1, cores() // self.jobs)
         cfg = merge(self.base, budget, "the trial budget")
@@ -75,6 +87,7 @@ class TuneSettings:
              f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}"),
             (self.trial_epochs is None or self.trial_epochs >= 1, "--trial-epochs: use at least 1"),
             (self.trial_train_limit is None or self.trial_train_limit >= 1, "--trial-train-limit: use at least 1"),
+            (self.trial_minutes is None or self.trial_minutes > 0, "--trial-minutes: use a number of minutes > 0"),
             (self.timeout_minutes is None or self.timeout_minutes > 0, "--timeout: use a number of minutes > 0"),
             (self.heartbeat >= 1, "--heartbeat: use at least 1 second"),
             (self.base.val_fraction > 0, "tuning scores trials on the validation split; use --val-fraction > 0"),

@@ -218,20 +218,25 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return TrialSeededSampler(lambda s: optuna.samplers.TPESampler(seed=s, constant_liar=True), seed)
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, steps: int, warmup: int = 1) -> optuna.pruners.BasePruner:
+    """``steps``: how many steps a trial reports (epochs, or tenths of a budget in minutes); none is pruned at a
+    step below ``warmup``."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=warmup, max_resource=max(warmup, steps),
+                                             reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
 def open_study(settings: TuneSettings, storage: BaseStorage) -> tuple[optuna.Study, bool]:
     """(the study, whether this call created it); a rerun, or another worker, loads the existing one."""
-    epochs = settings.trial_config({}).epochs
+    # Time steps: none is pruned in the first fifth of its budget (epoch steps: the first epoch), where the
+    # one-cycle warm-up makes the losses say little.
+    warmup = 2 if settings.trial_minutes is not None else 1
     kwargs: dict[str, Any] = dict(study_name=settings.study, storage=storage,
                                   sampler=make_sampler(settings.sampler, settings.sampler_seed),
-                                  pruner=make_pruner(settings.pruner, epochs))
+                                  pruner=make_pruner(settings.pruner, settings.pruning_steps, warmup))
     try:
         try:
             study, created = optuna.create_study(direction=settings.direction, **kwargs), True
