@@ -35,6 +35,13 @@ def test_the_plan_is_the_published_study() -> None:
     base64 = full["compare"][0].cfg
     assert base64.train_limit is None and base64.epochs == 10 and base64.loss == "bce"
     assert full["sweep"][0].cfg.epochs == 12 and full["dense"][0].cfg.epochs == 60
+    # the tuned runs are budgeted in minutes with a cap that leaves them as many epochs as fit
+    tuned = {s.name: s.cfg for s in full["compare"] if s.tuned}
+    assert tuned["tune-64"].epochs == 30 and tuned["tune-64"].max_minutes == 10.0
+    sweep = {s.name: s.cfg for s in full["sweep"]}
+    assert tuned["tune-64"].model_kwargs() == sweep["fmnist-modified-64"].model_kwargs()
+    assert "at most 30 epochs" in FULL.describe() and "(at most 30)" in FULL.describe()
+    assert all(s.cfg.epochs == 3 for s in parts["compare"])  # quick: every run of the comparison alike
     # the run order: the time-capped sweep first (the shared modified runs with it), the dense run, then the rest
     assert [s.name for s in run_order(full)] == [f"fmnist-modified-{n}" for n in SWEEP_LATENTS] + [
         "mnist-dense-2", "fmnist-base-64", "tune-64", "fmnist-base-128", "tune-128"]
@@ -138,9 +145,9 @@ def test_a_new_tuning_budget_keeps_the_records_of_the_steps_it_does_not_change(t
     from aelab.experiments.study import _previous_steps
 
     record = tmp_path / "study.json"
-    old = dataclasses.replace(FULL, tune_trials=30, tune_epochs=3, tune_minutes=None)
+    old = dataclasses.replace(FULL, tune_trials=30, tune_epochs=3, tune_minutes=None, tuned_epochs=None)
     stored = dataclasses.asdict(old)
-    del stored["tune_minutes"]  # a record written before the field existed
+    del stored["tune_minutes"], stored["tuned_epochs"]  # a record written before the fields existed
     record.write_text(json.dumps({"budget": stored, "step_seconds": {"fmnist-modified-64": 600.0, "tune-64": 3600.0},
                                   "step_load": {"fmnist-modified-64": 2.1, "tune-64": 2.5},
                                   "step_done": {"fmnist-modified-64": "trained", "tune-64": "tuned"}}))
