@@ -94,12 +94,17 @@ def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path
     readme = (out / "README.md").read_text()
     assert "aelab study --test" in readme and "800 training images" in readme
     assert "| fmnist-modified-8 |" in readme and "| tune-8 (trial " in readme
+    assert "NOTES.md" not in readme  # no hand-written notes beside it yet
     compare_csv = (out / "compare.csv").read_text().splitlines()
     assert len(compare_csv) == 3 and "tuned (conv-modified)" in compare_csv[2]
 
     metrics = out / "runs" / "fmnist-modified-8" / "metrics.json"
     stamp = metrics.stat().st_mtime_ns
+    (out / "NOTES.md").write_text("# what was tried\n")  # written by hand: the README links it, never rewrites it
     again = run_study(out, budget=budget, parts=parts, progress=False, log=lambda s: None)
+    assert (out / "NOTES.md").read_text() == "# what was tried\n"
+    linked = "what was tried against it and what each change gave: [NOTES.md](NOTES.md)"
+    assert linked in (out / "README.md").read_text()
     assert again["steps"] == {"fmnist-modified-8": "skipped", "tune-8": "skipped"}
     assert again["step_seconds"] == first["step_seconds"]  # the times of the invocation that did the work
     assert metrics.stat().st_mtime_ns == stamp  # not retrained, not even re-evaluated

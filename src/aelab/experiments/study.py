@@ -30,7 +30,7 @@ from aelab.config import RunConfig, merge, preset
 from aelab.device import cores
 from aelab.errors import ConfigError
 from aelab.experiments.jobs import ensure_run
-from aelab.experiments.study_page import PART_TITLES, readme, sweep_figure
+from aelab.experiments.study_page import NOTES, PART_TITLES, readme, sweep_figure
 from aelab.experiments.tune import TuneSettings, load_space, tune
 from aelab.files import atomic_write_bytes, atomic_write_text, write_json
 from aelab.report.compare import run_row, write_comparison
@@ -195,7 +195,8 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
                   "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
                   "machine": machine()}
         write_json(out / "study.json", result)
-        atomic_write_text(out / "README.md", readme(tables, result, budget.name, budget.describe()))
+        atomic_write_text(out / "README.md", readme(tables, result, budget.name, budget.describe(),
+                                                     notes=(out / NOTES).is_file()))
         if tables.get("sweep"):
             atomic_write_bytes(out / "sweep-ssim-mse-vs-latent.png", sweep_figure(tables["sweep"]))
         return result

@@ -160,8 +160,15 @@ def _load_note(loads: dict[str, float], cores: int) -> str:
             f"work shared the cores and the times are longer than on an idle machine.")
 
 
-def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: str, description: str) -> str:
+NOTES = "NOTES.md"  # hand-written notes beside a study's tables: how it ran, what was tried against each miss
+
+
+def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: str, description: str,
+           notes: bool = False) -> str:
+    """The study's README.md; ``notes``: link the hand-written NOTES.md beside it wherever a goal is judged."""
     m = result["machine"]
+    see = ([f"Where a goal is missed, what was tried against it and what each change gave: [{NOTES}]({NOTES}).",
+            ""] if notes else [])
     fresh = [k for k, v in result["steps"].items() if v not in ("skipped", "pending")]
     lines = [
         f"# aelab study ({budget})", "",
@@ -182,6 +189,7 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
         *[f"| {k} | {_done(k, v, result)} | {_f(result['step_seconds'].get(k), '{:.0f}') or '–'} | "
           f"{_f(result['step_load'].get(k), '{:.2f}') or '–'} |" for k, v in result["steps"].items()],
         "",
+        *([f"How each step ran (machine, load, reruns): [{NOTES}]({NOTES}).", ""] if notes else []),
     ]
     if budget == "quick":
         lines += ["These are *quick* numbers: small training sets and few epochs, so every autoencoder is far "
@@ -195,9 +203,9 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
                   f"Files: [{part}.md]({part}.md), [{part}.csv]({part}.csv), [{part}.html]({part}.html)", ""]
         if part == "sweep":
             lines += ["![SSIM and MSE against latent size, with the published figures]"
-                      "(sweep-ssim-mse-vs-latent.png)", "", *goals_lines(rows), *published_lines(tables)]
+                      "(sweep-ssim-mse-vs-latent.png)", "", *goals_lines(rows), *see, *published_lines(tables)]
         if part == "compare":
-            lines += compare_goal_lines(rows)
+            lines += compare_goal_lines(rows) + see
         if part == "dense":
             lines += dense_goal_lines(rows)
         if part == "compare" and result["tuning"]:
