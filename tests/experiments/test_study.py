@@ -155,10 +155,76 @@ def test_a_new_tuning_budget_keeps_the_records_of_the_steps_it_does_not_change(t
     del stored["tune_minutes"], stored["tuned_epochs"]  # a record written before the fields existed
     record.write_text(json.dumps({"budget": stored, "step_seconds": {"fmnist-modified-64": 600.0, "tune-64": 3600.0},
                                   "step_load": {"fmnist-modified-64": 2.1, "tune-64": 2.5},
-                                  "step_done": {"fmnist-modified-64": "trained", "tune-64": "tuned"}}))
-    seconds, loads, done = _previous_steps(record, FULL, {"tune-64"})
+                                  "step_done": {"fmnist-modified-64": "trained", "tune-64": "tuned"},
+                                  "records": {"fmnist-modified-64": {"row": {}}, "tune-64": {"row": {}}}}))
+    seconds, loads, done, records = _previous_steps(record, FULL, {"tune-64"})
     assert seconds == {"fmnist-modified-64": 600.0} and loads == {"fmnist-modified-64": 2.1}
     assert done == {"fmnist-modified-64": "trained"}  # the tuning step is redone; the sweep step is not
+    assert list(records) == ["fmnist-modified-64"]  # and its record no longer counts
     assert _previous_steps(record, old, {"tune-64"})[0] == {"fmnist-modified-64": 600.0, "tune-64": 3600.0}
-    assert _previous_steps(record, dataclasses.replace(old, train_limit=6000), {"tune-64"}) == ({}, {}, {})
+    assert _previous_steps(record, dataclasses.replace(old, train_limit=6000), {"tune-64"}) == ({}, {}, {}, {})
     assert "1.85 minutes of training each" in FULL.describe() and "20 trials per latent" in FULL.describe()
+
+
+def test_a_checkout_without_the_run_folders_reads_finished_steps_back_from_study_json(tmp_path: Path) -> None:
+    """study.json keeps each finished step's configuration and row: with the run folders gone (a fresh checkout
+    of the committed tables) a rerun trains nothing and writes the same tables; a step whose recipe changed, and
+    only that step, trains again."""
+    import shutil
+
+    budget = Budget("test", train_limit=800, epochs=1, dense_epochs=1, tune_trials=2, tune_epochs=1,
+                    tune_train_limit=800, sampler="random", report=False)
+    full = plan(budget, threads=1, compare_latents=(8,), sweep_latents=(8,))
+
+    def small(step: Step, width: float = 0.25) -> Step:
+        return dataclasses.replace(step, cfg=merge(step.cfg, {"model": "dense", "width": width}, "test"))
+
+    modified8, tuned8 = small(full["sweep"][0]), small(next(s for s in full["compare"] if s.tuned))
+    parts = {"compare": [modified8, tuned8], "sweep": [modified8]}
+    out = tmp_path / "study"
+    first = run_study(out, budget=budget, parts=parts, progress=False, log=lambda s: None)
+    assert first["steps"] == {"fmnist-modified-8": "trained", "tune-8": "tuned"}
+    record = first["records"]["tune-8"]
+    tuned_csv = (out / "compare.csv").read_text().splitlines()[2].split(",")
+    assert float(tuned_csv[8]) == pytest.approx(record["row"]["ssim"])  # the row the table shows
+    assert record["machine"]["cores"] >= 1 and record["tuning"]["trials"]["complete"] == 2
+    tables = {f: (out / f).read_text() for f in ("sweep.csv", "compare.csv", "compare.md", "tune-8-trials.md")}
+
+    shutil.rmtree(out / "runs")  # what a fresh checkout of the committed study has: its tables and study.json
+    lines: list[str] = []
+    again = run_study(out, budget=budget, parts=parts, progress=False, log=lines.append)
+    assert again["steps"] == {"fmnist-modified-8": "recorded", "tune-8": "recorded"} and again["complete"]
+    assert not (out / "runs").exists()  # nothing trained, nothing tuned
+    assert any("fmnist-modified-8: read back from" in line for line in lines)
+    assert {f: (out / f).read_text() for f in tables} == tables
+    assert again["step_done"] == first["step_done"] and again["records"] == first["records"]
+    page = (out / "README.md").read_text()
+    assert "| fmnist-modified-8 | trained |" in page and "| tune-8 (trial " in page
+    assert "PARTIAL" not in page and "Machines:" not in page  # one machine ran every step
+
+    # another recipe for the sweep step: that step trains again, the tuning step is still read back
+    changed = small(full["sweep"][0], width=0.5)
+    third = run_study(out, budget=budget, parts={"compare": [changed, tuned8], "sweep": [changed]},
+                      progress=False, log=lambda s: None)
+    assert third["steps"] == {"fmnist-modified-8": "trained", "tune-8": "recorded"}
+    assert third["records"]["fmnist-modified-8"]["config"]["width"] == 0.5
+    assert third["records"]["fmnist-modified-8"]["row"]["parameters"] != first["records"]["fmnist-modified-8"][
+        "row"]["parameters"]
+    assert not (out / "runs" / "tune-8").exists()
+
+
+def test_a_record_matches_only_its_own_configuration() -> None:
+    from aelab.experiments.study_records import make_record, matching
+
+    step = plan(FULL)["sweep"][4]  # fmnist-modified-64
+    row = {"ssim": 0.8867, "pca_ssim": 0.7043}
+    record = make_record(step.cfg, step.name, row, {"cpu": "x", "cores": 2})
+    assert matching(record, step.cfg, step.name) is record
+    assert matching(record, merge(step.cfg, {"threads": 1, "report": False}, "test"), step.name) is record
+    assert matching(record, merge(step.cfg, {"lr": 5e-3}, "test"), step.name) is None  # another recipe
+    assert matching(record, step.cfg, "fmnist-modified-65") is None  # another step's folder name
+    newer = json.loads(json.dumps(record))
+    newer["config"]["an_option_of_a_later_version"] = 1
+    assert matching(newer, step.cfg, step.name) is None
+    assert matching({"config": record["config"]}, step.cfg, step.name) is None  # no row: not finished
+    assert matching(None, step.cfg, step.name) is None

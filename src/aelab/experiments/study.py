@@ -6,7 +6,9 @@
 3. the dense model with a 2-D latent space on MNIST.
 
 Every run is a run folder under ``runs``; a rerun skips finished runs, resumes interrupted ones and continues
-the tuning studies. The tables (Markdown, CSV, HTML), the SSIM-vs-latent plots and README.md go to ``out``.
+the tuning studies. The tables (Markdown, CSV, HTML), the SSIM-vs-latent plots and README.md go to ``out``, and
+``out/study.json`` records every finished step (its configuration, row and machine: ``study_records.py``), so a
+checkout without the run folders rebuilds the tables and trains only the steps whose configuration changed.
 ``--quick`` shrinks every budget (see ``QUICK``) so that the whole study finishes in under 30 minutes on two
 CPU cores; its numbers show the pipeline and the trends, not the quality a full run reaches.
 """
@@ -31,6 +33,7 @@ from aelab.device import cores
 from aelab.errors import ConfigError
 from aelab.experiments.jobs import ensure_run
 from aelab.experiments.study_page import NOTES, PART_TITLES, readme, sweep_figure
+from aelab.experiments.study_records import RECORDED, make_record, matching
 from aelab.experiments.tune import TuneSettings, load_space, tune
 from aelab.files import atomic_write_bytes, atomic_write_text, write_json
 from aelab.report.compare import run_row, write_comparison
@@ -160,31 +163,34 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     parts = parts or plan(budget, threads)
     steps = run_order(parts)
     t0 = time.perf_counter()
-    folders: dict[str, Path] = {}
+    rows: dict[str, dict[str, Any]] = {}  # each finished step's table row, from its run folder or its record
     done: dict[str, str] = {s.name: "pending" for s in steps}
     tuning: dict[str, Any] = {}
-    seconds, loads, worked = _previous_steps(out / "study.json", budget, {s.name for s in steps if s.tuned})
+    seconds, loads, worked, records = _previous_steps(out / "study.json", budget,
+                                                      {s.name for s in steps if s.tuned})
 
     def write_outputs() -> dict[str, Any]:
         """The tables of the steps done so far; while steps remain, every file says the study is partial."""
         finished = all(v != "pending" for v in done.values())
         for name in tuning:  # each tuning study's trials table and history plot beside the study's tables
-            atomic_write_text(out / f"{name}-trials.md", (runs / name / "trials.md").read_text())
+            trials = runs / name / "trials.md"
+            if trials.is_file():  # a step read back from its record keeps the files it wrote then
+                atomic_write_text(out / f"{name}-trials.md", trials.read_text())
             history = runs / name / "figures" / "history.png"
             if history.is_file():
                 atomic_write_bytes(out / f"{name}-history.png", history.read_bytes())
         tables: dict[str, list[dict[str, Any]]] = {}
         for part, part_steps in parts.items():
-            rows = []
-            for s in (s for s in part_steps if s.name in folders):
-                row = run_row(folders[s.name])
+            part_rows = []
+            for s in (s for s in part_steps if s.name in rows):
+                row = dict(rows[s.name])
                 row.update(series=s.series, name=s.name if not s.tuned else f"{s.name} (trial "
                            f"{tuning[s.name]['best']['trial']})")
-                rows.append(row)
-            tables[part] = rows
-            pending = [s.name for s in part_steps if s.name not in folders]
-            if rows:
-                write_comparison(rows, out, title=PART_TITLES[part] + ("" if not pending else " (PARTIAL)"),
+                part_rows.append(row)
+            tables[part] = part_rows
+            pending = [s.name for s in part_steps if s.name not in rows]
+            if part_rows:
+                write_comparison(part_rows, out, title=PART_TITLES[part] + ("" if not pending else " (PARTIAL)"),
                                  stem=part, intro="" if not pending else
                                  f"Partial: the study is in progress; still to run: {', '.join(pending)}.")
         result = {"budget": dataclasses.asdict(budget), "command": command, "runs": str(runs),
@@ -193,7 +199,7 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
                   "step_load": loads, "step_done": worked,
                   "total_seconds": round(sum(seconds.get(s.name, 0.0) for s in steps), 1),
                   "tuning": {k: {"best": v["best"], "trials": v["trials"]} for k, v in tuning.items()},
-                  "machine": machine()}
+                  "machine": machine(), "records": {k: records[k] for k in done if k in records}}
         write_json(out / "study.json", result)
         atomic_write_text(out / "README.md", readme(tables, result, budget.name, budget.describe(),
                                                      notes=(out / NOTES).is_file()))
@@ -203,23 +209,35 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
 
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
-        if not train and not _finished(step, runs):
+        finished = _finished(step, runs)
+        record = None if finished else matching(records.get(step.name), step.cfg, step.name)
+        if record is not None:  # no run folder here, but the step is done: its row comes from study.json
+            rows[step.name], done[step.name] = record["row"], RECORDED
+            if step.tuned:
+                tuning[step.name] = record["tuning"]
+            log(f"[{i}/{len(steps)}] {step.name}: read back from {out / 'study.json'}; test SSIM "
+                f"{record['row']['ssim']:.4f} (PCA {record['row']['pca_ssim']:.4f})")
+            continue
+        if not train and not finished:
             log(f"[{i}/{len(steps)}] {step.name}: not finished, left pending")
             continue
         log(f"[{i}/{len(steps)}] {step.name}: {'tuning' if step.tuned else 'training'} ...")
         if step.tuned:
-            folders[step.name], tuning[step.name] = _tune_step(step, budget, runs, jobs, progress)
+            folder, tuning[step.name] = _tune_step(step, budget, runs, jobs, progress)
             fresh = tuning[step.name]["new_trials"] or tuning[step.name]["retrained"]["how"] != "skipped"
             how = "tuned" if fresh else "skipped"
         else:
             run, _, how = ensure_run(step.cfg, runs / step.name, progress=progress)
-            folders[step.name] = run.path
+            folder = run.path
         done[step.name] = how
+        rows[step.name] = row = run_row(folder)
+        known = records.get(step.name) or {}
+        records[step.name] = make_record(step.cfg, step.name, row, machine() if how != "skipped" else
+                                         known.get("machine"), tuning.get(step.name))
         if how != "skipped":  # a skipped run keeps the time (and load) the invocation that made it recorded
             seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - t, 1)
             loads[step.name] = (_load_average() or [float("nan")])[0]
             worked[step.name] = how
-        row = run_row(folders[step.name])
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
         if how != "skipped" and i < len(steps):  # an interrupted study leaves its partial tables, labelled
@@ -254,23 +272,27 @@ TUNING_FIELDS = frozenset({"tune_trials", "tune_epochs", "tune_train_limit", "tu
 
 
 def _previous_steps(record: Path, budget: Budget, tuned: set[str] = frozenset()
-                    ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
-    """Seconds each step took, the load average after it and what was done, as recorded by earlier invocations
-    of the same study (so a resumed study reports its total). A changed budget drops the records of the steps
-    it changes: only the tuning steps (``tuned``) when only the tuning budget changed, else all of them."""
+                    ) -> tuple[dict[str, float], dict[str, float], dict[str, str], dict[str, dict[str, Any]]]:
+    """Seconds each step took, the load average after it, what was done and the step's record (configuration,
+    row, machine), as written by earlier invocations of the same study (so a resumed study reports its total,
+    and a checkout without the run folders reads finished steps back). A changed budget drops the records of
+    the steps it changes: only the tuning steps (``tuned``) when only the tuning budget changed, else all."""
     try:
         old = json.loads(record.read_text())
     except (OSError, ValueError):
-        return {}, {}, {}
+        return {}, {}, {}, {}
+    if not isinstance(old, dict):
+        return {}, {}, {}, {}
     new = dataclasses.asdict(budget)
     before = {**{k: None for k in new}, **(old.get("budget") or {})}  # a field added since: recorded as None
     changed = {k for k in new if before.get(k) != new[k]} | (set(before) - set(new))
     if changed - TUNING_FIELDS:
-        return {}, {}, {}
+        return {}, {}, {}, {}
     keep = (lambda name: name not in tuned) if changed else (lambda name: True)
     return ({k: float(v) for k, v in old.get("step_seconds", {}).items() if keep(k)},
             {k: float(v) for k, v in old.get("step_load", {}).items() if keep(k)},
-            {k: str(v) for k, v in old.get("step_done", {}).items() if keep(k)})
+            {k: str(v) for k, v in old.get("step_done", {}).items() if keep(k)},
+            {k: v for k, v in (old.get("records") or {}).items() if keep(k) and isinstance(v, dict)})
 
 
 def _load_average() -> list[float] | None:

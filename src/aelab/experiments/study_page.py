@@ -160,16 +160,33 @@ def _load_note(loads: dict[str, float], cores: int) -> str:
             f"work shared the cores and the times are longer than on an idle machine.")
 
 
+def _step_cpus(result: dict[str, Any]) -> dict[str, str]:
+    """The CPU (or device) each step's record names, for the steps whose record knows it."""
+    records = result.get("records") or {}
+    return {k: str(r["machine"].get("cpu")) for k, r in records.items()
+            if isinstance(r.get("machine"), dict) and r["machine"].get("cpu")}
+
+
+def _common_machine(result: dict[str, Any]) -> dict[str, Any]:
+    """The machine every step's record names when they name one, else this invocation's."""
+    machines = [r["machine"] for r in (result.get("records") or {}).values() if isinstance(r.get("machine"), dict)]
+    if machines and all(m == machines[0] for m in machines):
+        return machines[0]
+    return result["machine"]
+
+
 NOTES = "NOTES.md"  # hand-written notes beside a study's tables: how it ran, what was tried against each miss
 
 
 def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: str, description: str,
            notes: bool = False) -> str:
     """The study's README.md; ``notes``: link the hand-written NOTES.md beside it wherever a goal is judged."""
-    m = result["machine"]
+    m = _common_machine(result)
     see = ([f"Where a goal is missed, what was tried against it and what each change gave: [{NOTES}]({NOTES}).",
             ""] if notes else [])
-    fresh = [k for k, v in result["steps"].items() if v not in ("skipped", "pending")]
+    fresh = [k for k, v in result["steps"].items() if v not in ("skipped", "pending", "recorded")]
+    cpus = _step_cpus(result)
+    mixed = len(set(cpus.values())) > 1  # steps trained on machines of other kinds: say which, per step
     lines = [
         f"# aelab study ({budget})", "",
         *([] if result.get("complete", True) else [
@@ -179,15 +196,20 @@ def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budg
         "The study published Fashion-MNIST autoencoder projects ran, reproduced with one command:", "",
         "```", result["command"] or "aelab study", "```", "",
         f"## What this run did ({budget} budget)", "", description, "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
-        f"Python {m['python']}.", "",
+        (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
+         f"Python {m['python']}." if not mixed else
+         f"Machines: the steps ran on {len(set(cpus.values()))} kinds of machine, named per step below; a step "
+         f"capped in minutes fits fewer epochs on a slower one. This invocation: {result['machine']['cpu']}, "
+         f"{result['machine']['cores']} cores, torch {result['machine']['torch']}."), "",
         f"Time: {result['total_seconds'] / 60:.1f} minutes for "
         f"{'all ' if result.get('complete', True) else ''}{len(result['step_seconds'])} steps (summed over the "
         f"invocations that worked on them); the latest invocation took {result['wall_seconds'] / 60:.1f} minutes "
         f"and worked on {len(fresh)} of them. {_load_note(result['step_load'], m['cores'])}", "",
-        "| step | done | seconds | load average after it |", "|---|---|---:|---:|",
+        "| step | done | seconds | load average after it |" + (" machine |" if mixed else ""),
+        "|---|---|---:|---:|" + ("---|" if mixed else ""),
         *[f"| {k} | {_done(k, v, result)} | {_f(result['step_seconds'].get(k), '{:.0f}') or '–'} | "
-          f"{_f(result['step_load'].get(k), '{:.2f}') or '–'} |" for k, v in result["steps"].items()],
+          f"{_f(result['step_load'].get(k), '{:.2f}') or '–'} |" + (f" {cpus.get(k, '–')} |" if mixed else "")
+          for k, v in result["steps"].items()],
         "",
         *([f"How each step ran (machine, load, reruns): [{NOTES}]({NOTES}).", ""] if notes else []),
     ]
