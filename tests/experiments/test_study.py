@@ -217,7 +217,8 @@ def test_a_record_matches_only_its_own_configuration() -> None:
     from aelab.experiments.study_records import make_record, matching
 
     step = plan(FULL)["sweep"][4]  # fmnist-modified-64
-    row = {"ssim": 0.8867, "pca_ssim": 0.7043}
+    row = {"name": step.name, "latent": 64, "ssim": 0.8867, "psnr": 24.34, "mse": 0.0052, "pca_ssim": 0.7043,
+           "pca_mse": 0.0098}
     record = make_record(step.cfg, step.name, row, {"cpu": "x", "cores": 2})
     assert matching(record, step.cfg, step.name) is record
     assert matching(record, merge(step.cfg, {"threads": 1, "report": False}, "test"), step.name) is record
@@ -228,3 +229,8 @@ def test_a_record_matches_only_its_own_configuration() -> None:
     assert matching(newer, step.cfg, step.name) is None
     assert matching({"config": record["config"]}, step.cfg, step.name) is None  # no row: not finished
     assert matching(None, step.cfg, step.name) is None
+    assert matching({**record, "row": {**row, "ssim": None}}, step.cfg, step.name) is None  # a damaged row
+    assert matching(record, step.cfg, step.name, tuned=True) is None  # a tuning step's record names its best trial
+    best = {"best": {"trial": 3, "params": {}, "value": 0.85}, "trials": {"complete": 2}}
+    tuned = make_record(step.cfg, step.name, row, None, best)
+    assert matching(tuned, step.cfg, step.name, tuned=True) is tuned

@@ -142,6 +142,11 @@ def study(quick: bool, out: str | None, runs: str | None, jobs: int, threads: in
 
     Rerunning the same command skips finished runs, resumes interrupted ones and continues the tuning
     studies. Tables (Markdown, CSV, HTML), SSIM-vs-latent plots and README.md go to --out.
+
+    Every finished step is also recorded in --out's study.json (configuration, table row, machine): where its
+    run folder is gone (a fresh checkout of committed tables), a step whose recorded configuration is the one
+    the plan asks for is read back, not trained. To train such a step again, delete its run folder and its
+    entry under "records" in study.json.
     """
     import shlex
     import sys

@@ -210,7 +210,7 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
     for i, step in enumerate(steps, 1):
         t = time.perf_counter()
         finished = _finished(step, runs)
-        record = None if finished else matching(records.get(step.name), step.cfg, step.name)
+        record = None if finished else matching(records.get(step.name), step.cfg, step.name, step.tuned)
         if record is not None:  # no run folder here, but the step is done: its row comes from study.json
             rows[step.name], done[step.name] = record["row"], RECORDED
             if step.tuned:

@@ -37,12 +37,21 @@ def make_record(cfg: RunConfig, name: str, row: dict[str, Any], machine: dict[st
     return record
 
 
-def matching(record: dict[str, Any] | None, cfg: RunConfig, name: str) -> dict[str, Any] | None:
-    """``record`` when it holds a finished step of configuration ``cfg`` (machine settings aside), else None.
+ROW_KEYS = ("name", "latent", "ssim", "psnr", "mse", "pca_ssim", "pca_mse")  # what the tables and goals read
+
+
+def matching(record: dict[str, Any] | None, cfg: RunConfig, name: str, tuned: bool = False) -> dict[str, Any] | None:
+    """``record`` when it holds a finished step of configuration ``cfg`` (machine settings aside), else None; a
+    damaged record (no row, a row without its metrics, a tuning step without its best trial) is no record.
 
     A record written by another aelab version reads with that version's options; an option added since takes its
     default, so the record matches only when the plan asks for that default too."""
     if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
+        return None
+    if any(record["row"].get(k) is None for k in ROW_KEYS):
+        return None
+    if tuned and not (isinstance(record.get("tuning"), dict) and isinstance(record["tuning"].get("best"), dict)
+                      and "trial" in record["tuning"]["best"] and "trials" in record["tuning"]):
         return None
     try:
         recorded = merge(RunConfig(), record["config"], "the study's record")
