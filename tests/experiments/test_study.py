@@ -11,6 +11,10 @@ import pytest
 from aelab.config import merge
 from aelab.experiments.study import FULL, QUICK, SWEEP_LATENTS, Budget, Step, plan, run_order, run_study
 
+# a study small enough for a test: 800 images, one epoch, two one-epoch trials
+TINY = Budget("test", train_limit=800, epochs=1, dense_epochs=1, tune_trials=2, tune_epochs=1, tune_train_limit=800,
+              sampler="random", report=False)
+
 
 def test_the_plan_is_the_published_study() -> None:
     parts = plan(QUICK)
@@ -48,8 +52,7 @@ def test_the_plan_is_the_published_study() -> None:
 
 
 def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path: Path) -> None:
-    budget = Budget("test", train_limit=800, epochs=1, dense_epochs=1, tune_trials=2, tune_epochs=1,
-                    tune_train_limit=800, sampler="random", report=False)
+    budget = TINY
     full = plan(budget, threads=1, compare_latents=(8,), sweep_latents=(8,))
 
     def small(step: Step) -> Step:  # the same steps with a narrow dense model, to keep the test fast
@@ -172,8 +175,7 @@ def test_a_checkout_without_the_run_folders_reads_finished_steps_back_from_study
     only that step, trains again."""
     import shutil
 
-    budget = Budget("test", train_limit=800, epochs=1, dense_epochs=1, tune_trials=2, tune_epochs=1,
-                    tune_train_limit=800, sampler="random", report=False)
+    budget = TINY
     full = plan(budget, threads=1, compare_latents=(8,), sweep_latents=(8,))
 
     def small(step: Step, width: float = 0.25) -> Step:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aelab.experiments.study_records import RECORDED
 from aelab.report.compare import SSIM_NOTE, markdown_table, plot_latent_sweep
 
 PART_TITLES = {
@@ -160,19 +161,14 @@ def _load_note(loads: dict[str, float], cores: int) -> str:
             f"work shared the cores and the times are longer than on an idle machine.")
 
 
-def _step_cpus(result: dict[str, Any]) -> dict[str, str]:
-    """The CPU (or device) each step's record names, for the steps whose record knows it."""
-    records = result.get("records") or {}
-    return {k: str(r["machine"].get("cpu")) for k, r in records.items()
-            if isinstance(r.get("machine"), dict) and r["machine"].get("cpu")}
-
-
-def _common_machine(result: dict[str, Any]) -> dict[str, Any]:
-    """The machine every step's record names when they name one, else this invocation's."""
-    machines = [r["machine"] for r in (result.get("records") or {}).values() if isinstance(r.get("machine"), dict)]
-    if machines and all(m == machines[0] for m in machines):
-        return machines[0]
-    return result["machine"]
+def _machines(result: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(the CPU each step's record names, the machine to name on the page: the one every record names when they
+    agree, else this invocation's)."""
+    named = {k: r["machine"] for k, r in (result.get("records") or {}).items() if isinstance(r.get("machine"), dict)}
+    cpus = {k: str(m["cpu"]) for k, m in named.items() if m.get("cpu")}
+    machines = list(named.values())
+    common = machines[0] if machines and all(m == machines[0] for m in machines) else result["machine"]
+    return cpus, common
 
 
 NOTES = "NOTES.md"  # hand-written notes beside a study's tables: how it ran, what was tried against each miss
@@ -181,11 +177,10 @@ NOTES = "NOTES.md"  # hand-written notes beside a study's tables: how it ran, wh
 def readme(tables: dict[str, list[dict[str, Any]]], result: dict[str, Any], budget: str, description: str,
            notes: bool = False) -> str:
     """The study's README.md; ``notes``: link the hand-written NOTES.md beside it wherever a goal is judged."""
-    m = _common_machine(result)
+    cpus, m = _machines(result)
     see = ([f"Where a goal is missed, what was tried against it and what each change gave: [{NOTES}]({NOTES}).",
             ""] if notes else [])
-    fresh = [k for k, v in result["steps"].items() if v not in ("skipped", "pending", "recorded")]
-    cpus = _step_cpus(result)
+    fresh = [k for k, v in result["steps"].items() if v not in ("skipped", "pending", RECORDED)]
     mixed = len(set(cpus.values())) > 1  # steps trained on machines of other kinds: say which, per step
     lines = [
         f"# aelab study ({budget})", "",
