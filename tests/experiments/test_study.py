@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -187,8 +188,9 @@ def test_a_checkout_without_the_run_folders_reads_finished_steps_back_from_study
     first = run_study(out, budget=budget, parts=parts, progress=False, log=lambda s: None)
     assert first["steps"] == {"fmnist-modified-8": "trained", "tune-8": "tuned"}
     record = first["records"]["tune-8"]
-    tuned_csv = (out / "compare.csv").read_text().splitlines()[2].split(",")
-    assert float(tuned_csv[8]) == pytest.approx(record["row"]["ssim"])  # the row the table shows
+    tuned_csv = list(csv.DictReader((out / "compare.csv").read_text().splitlines()))[1]
+    assert float(tuned_csv["ssim"]) == pytest.approx(record["row"]["ssim"])  # the row the table shows
+    assert tuned_csv["precision"] == record["row"]["precision"] in ("fp32", "bf16")  # the arithmetic it trained in
     assert record["machine"]["cores"] >= 1 and record["tuning"]["trials"]["complete"] == 2
     tables = {f: (out / f).read_text() for f in ("sweep.csv", "compare.csv", "compare.md", "tune-8-trials.md")}
 

@@ -38,6 +38,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("parameters", "parameters", "{:,}"),
     Column("epochs", "epochs"),
     Column("train_seconds", "training s", "{:,.0f}"),
+    Column("precision", "precision"),  # fp32 or bf16: rows trained in different arithmetic are no like-for-like
     Column("ssim", "test SSIM", "{:.4f}"),
     Column("ssim7", "SSIM-7", "{:.4f}"),
     Column("psnr", "PSNR dB", "{:.2f}"),
@@ -62,6 +63,7 @@ def run_row(path: str | Path) -> dict[str, Any]:
             "name": info["name"], "dataset": info["dataset"], "model": info["model"], "latent": int(info["latent"]),
             "train_images": m.get("split", {}).get("train"), "parameters": info.get("parameters"),
             "epochs": info.get("epochs"), "train_seconds": info.get("train_seconds"),
+            "precision": info.get("precision"),
             "ssim": ae["ssim"], "ssim7": ae["ssim7"], "psnr": ae["psnr"], "mse": ae["mse"], "knn5": ae.get("knn5"),
             "pca_ssim": pca["ssim"], "pca_psnr": pca.get("psnr"), "pca_mse": pca.get("mse"), "path": str(run.path),
         }
