@@ -52,8 +52,8 @@ def test_the_tables_hold_the_runs_numbers(runs: list[Path], tmp_path: Path) -> N
         assert f"| {m['pca']['overall']['ssim']:.4f} |" in md
         assert m["run"]["precision"] in ("fp32", "bf16") and f"| {m['run']['precision']} |" in md
     header = md.splitlines()[2]
-    for name in ("data set", "model", "latent", "parameters", "epochs", "training s", "precision", "test SSIM", "SSIM-7",
-                 "PSNR dB", "MSE", "kNN-5 acc", "PCA SSIM"):
+    for name in ("data set", "model", "latent", "parameters", "epochs", "training s", "precision", "test SSIM",
+                 "SSIM-7", "PSNR dB", "MSE", "kNN-5 acc", "PCA SSIM"):
         assert f" {name} " in header
 
     html = files["html"].read_text()
