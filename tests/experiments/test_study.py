@@ -39,7 +39,10 @@ def test_the_plan_is_the_published_study() -> None:
     full = plan(FULL)
     base64 = full["compare"][0].cfg
     assert base64.train_limit is None and base64.epochs == 10 and base64.loss == "bce"
-    assert full["sweep"][0].cfg.epochs == 12 and full["dense"][0].cfg.epochs == 60
+    sweep2 = full["sweep"][0].cfg  # the 10-minute recipe: as many epochs as fit, at most 30 (session 9)
+    assert (sweep2.epochs, sweep2.max_minutes, sweep2.batch_size, sweep2.lr, sweep2.dropout) == \
+        (30, 10.0, 64, 5e-3, 0.05)
+    assert full["dense"][0].cfg.epochs == 60
     # the tuned runs are budgeted in minutes with a cap that leaves them as many epochs as fit
     tuned = {s.name: s.cfg for s in full["compare"] if s.tuned}
     assert tuned["tune-64"].epochs == 30 and tuned["tune-64"].max_minutes == 10.0
@@ -226,7 +229,7 @@ def test_a_record_matches_only_its_own_configuration() -> None:
     record = make_record(step.cfg, step.name, row, {"cpu": "x", "cores": 2})
     assert matching(record, step.cfg, step.name) is record
     assert matching(record, merge(step.cfg, {"threads": 1, "report": False}, "test"), step.name) is record
-    assert matching(record, merge(step.cfg, {"lr": 5e-3}, "test"), step.name) is None  # another recipe
+    assert matching(record, merge(step.cfg, {"lr": 7e-3}, "test"), step.name) is None  # another recipe
     assert matching(record, step.cfg, "fmnist-modified-65") is None  # another step's folder name
     newer = json.loads(json.dumps(record))
     newer["config"]["an_option_of_a_later_version"] = 1
