@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from aelab.config import merge
-from aelab.experiments.study import FULL, QUICK, SWEEP_LATENTS, Budget, Step, plan, run_order, run_study
+from aelab.experiments.study import (
+    FULL,
+    PAIRED_PREFIX,
+    QUICK,
+    SWEEP_LATENTS,
+    Budget,
+    Step,
+    plan,
+    run_order,
+    run_study,
+)
 
 # a study small enough for a test: 800 images, one epoch, two one-epoch trials
 TINY = Budget("test", train_limit=800, epochs=1, dense_epochs=1, tune_trials=2, tune_epochs=1, tune_train_limit=800,
@@ -27,11 +37,13 @@ def test_the_plan_is_the_published_study() -> None:
     (dense,) = parts["dense"]
     assert (dense.cfg.dataset, dense.cfg.model, dense.cfg.latent) == ("mnist", "dense", 2)
     assert {s.cfg.dataset for s in parts["compare"] + parts["sweep"]} == {"fashion-mnist"}
-    # the modified runs at 64 and 128 are shared by parts 1 and 2: the same folder and configuration
-    by_name = {s.name: s.cfg for s in parts["compare"]}
-    for s in parts["sweep"]:
-        if s.name in by_name:
-            assert by_name[s.name] == s.cfg
+    # part 1 trains its own run of the recipe, beside its tuning step (both on a clock, so they must share the
+    # machine and its hour): the sweep's configuration under another name, run right before the tuning step
+    sweep_cfg = {s.cfg.latent: s.cfg for s in parts["sweep"]}
+    paired = [s for s in parts["compare"] if s.name.startswith(PAIRED_PREFIX)]
+    assert [s.name for s in paired] == [f"{PAIRED_PREFIX}64", f"{PAIRED_PREFIX}128"]
+    assert all(s.cfg == sweep_cfg[s.cfg.latent] for s in paired)
+    assert not {s.name for s in parts["compare"]} & {s.name for s in parts["sweep"]}
     # the quick budget is what the README says it is
     assert all(s.cfg.train_limit == 6000 and s.cfg.epochs == 3 for s in parts["compare"] + parts["sweep"])
     assert dense.cfg.epochs == 5 and QUICK.tune_trials == 5 and QUICK.tune_epochs == 2
@@ -52,7 +64,10 @@ def test_the_plan_is_the_published_study() -> None:
     assert all(s.cfg.epochs == 3 for s in parts["compare"])  # quick: every run of the comparison alike
     # the run order: the time-capped sweep first (the shared modified runs with it), the dense run, then the rest
     assert [s.name for s in run_order(full)] == [f"fmnist-modified-{n}" for n in SWEEP_LATENTS] + [
-        "mnist-dense-2", "fmnist-base-64", "tune-64", "fmnist-base-128", "tune-128"]
+        "mnist-dense-2", "fmnist-base-64", f"{PAIRED_PREFIX}64", "tune-64", "fmnist-base-128", f"{PAIRED_PREFIX}128",
+        "tune-128"]
+    # the trials search the study's focused space (tune/study_space.yaml), not the default one
+    assert FULL.tune_space == "study" and "weight decay" in FULL.describe()
 
 
 def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from aelab.errors import AelabError, ConfigError
 from aelab.models import MODELS
 
 DEFAULT_SPACE = "search_space.yaml"
+# The packaged spaces by name: the default one, and the focused one the study's tuning steps search.
+PACKAGED_SPACES = {"default": DEFAULT_SPACE, "study": "study_space.yaml"}
 # Options that change the data, the hardware or the output: a study compares models on one data set.
 NOT_SEARCHABLE = ("dataset", "data_dir", "classes", "val_fraction", "train_limit", "seed", "threads", "device",
                   "name", "report")
@@ -247,9 +249,14 @@ def read_space_file(path: str | Path) -> Any:
         raise ConfigError(f"search space file {p} cannot be parsed ({first}); fix its syntax") from None
 
 
-def load_space(path: str | Path | None = None, base: RunConfig | None = None) -> SearchSpace:
-    """The search space in ``path`` (YAML or TOML), or the packaged default when ``path`` is None."""
+def load_space(path: str | Path | None = None, base: RunConfig | None = None, packaged: str = "default"
+               ) -> SearchSpace:
+    """The search space in ``path`` (YAML or TOML), or when ``path`` is None the packaged space named
+    ``packaged`` (``PACKAGED_SPACES``)."""
     if path is None:
-        text = resources.files("aelab.experiments.tune").joinpath(DEFAULT_SPACE).read_text()
-        return parse_space(yaml.safe_load(text), "(default)", base)
+        if packaged not in PACKAGED_SPACES:
+            raise ConfigError(f"unknown packaged search space {packaged!r}; choose one of: "
+                              f"{', '.join(PACKAGED_SPACES)}")
+        text = resources.files("aelab.experiments.tune").joinpath(PACKAGED_SPACES[packaged]).read_text()
+        return parse_space(yaml.safe_load(text), f"({packaged})", base)
     return parse_space(read_space_file(path), str(path), base)
