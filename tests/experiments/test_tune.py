@@ -266,3 +266,19 @@ def test_a_time_budget_of_zero_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["tune", "--trial-minutes", "0", "--out", str(tmp_path / "t"), "-q"])
     assert result.exit_code == 2 and "--trial-minutes: use a number of minutes > 0" in result.output
     assert not (tmp_path / "t").exists()
+
+
+def test_the_study_space_is_packaged_focused_and_every_trial_of_it_is_valid() -> None:
+    base = resolve("default")
+    space = load_space(None, base, "study")
+    by_name = {p.name: p for p in space.params}
+    assert by_name["optimizer"] == Choice("optimizer", ("adamw",))  # no SGD / RMSprop trials
+    assert set(by_name) >= {"weight_decay", "batch_size", "lr", "dropout", "width", "activation"}
+    assert "sgd" in {v for p in load_space(None, base).params if isinstance(p, Choice) for v in p.values}
+    settings = TuneSettings(base=base, space=space, out=Path("unused"), study="s").validate()
+    for width in by_name["width"].values:  # every categorical corner makes a valid trial configuration
+        for batch in by_name["batch_size"].values:
+            cfg = settings.trial_config({"width": width, "batch_size": batch, "weight_decay": 1e-3, "lr": 1e-2})
+            assert (cfg.width, cfg.batch_size) == (width, batch)
+    with pytest.raises(ConfigError, match="unknown packaged search space 'nope'"):
+        load_space(None, base, "nope")
