@@ -62,12 +62,12 @@ def test_the_plan_is_the_published_study() -> None:
     assert tuned["tune-64"].model_kwargs() == sweep["fmnist-modified-64"].model_kwargs()
     assert "at most 30 epochs" in FULL.describe() and "(at most 30)" in FULL.describe()
     assert all(s.cfg.epochs == 3 for s in parts["compare"])  # quick: every run of the comparison alike
-    # the run order: the time-capped sweep first (the shared modified runs with it), the dense run, then the rest
+    # the run order: the time-capped sweep first, the dense run, then the comparison (each recipe run before its tuning)
     assert [s.name for s in run_order(full)] == [f"fmnist-modified-{n}" for n in SWEEP_LATENTS] + [
         "mnist-dense-2", "fmnist-base-64", f"{PAIRED_PREFIX}64", "tune-64", "fmnist-base-128", f"{PAIRED_PREFIX}128",
         "tune-128"]
     # the trials search the study's focused space (tune/study_space.yaml), not the default one
-    assert FULL.tune_space == "study" and "weight decay" in FULL.describe()
+    assert FULL.tune_space == "study" and "weight_decay" in FULL.describe() and "sgd" not in FULL.describe()
 
 
 def test_a_tiny_study_writes_its_tables_and_a_rerun_skips_finished_runs(tmp_path: Path) -> None:

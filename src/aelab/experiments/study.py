@@ -72,8 +72,9 @@ class Budget:
         trials = (f"{self.tune_trials} trials per latent, {per_trial} on "
                   f"{f'{self.tune_train_limit:,}' if self.tune_train_limit else 'all'} training images, "
                   f"{self.sampler} sampler, median pruner, objective validation SSIM; trial 0 is the modified "
-                  f"recipe itself, the others search {SPACE_WORDS.get(self.tune_space, self.tune_space)}; the "
-                  f"best trial is retrained with the budget above"
+                  f"recipe itself, the others search the {self.tune_space!r} space "
+                  f"({load_space(None, None, self.tune_space).describe()}); the best trial is retrained with the "
+                  f"budget above"
                   + (f", as many epochs as fit in its minutes (at most {self.tuned_epochs})" if self.tuned_epochs
                      else ""))
         return (f"- every run: {data}, {epochs}; the MNIST dense run: {dense}\n"
@@ -81,10 +82,6 @@ class Budget:
                 f"- evaluation: always the full 10,000-image test split; PCA fitted on the run's own training "
                 f"images\n- per-run HTML reports: {'on' if self.report else 'off'}")
 
-
-SPACE_WORDS = {"default": "the default space (activation, width, optimizer, lr, dropout, batch norm)",
-               "study": "the study's space around the recipe (activation ReLU/leaky ReLU/GELU, width 0.75-1.25, "
-                        "AdamW lr 2e-3 to 1e-2, dropout 0-0.15, weight decay 1e-5 to 1e-3, batch 64 or 128)"}
 
 QUICK = Budget("quick", train_limit=6000, epochs=3, dense_epochs=5, tune_trials=5, tune_epochs=2,
                tune_train_limit=3000, sampler="random", report=False)
@@ -120,7 +117,8 @@ def recipe(name: str, budget: Budget, threads: int | None, **overrides: Any) -> 
 
 def plan(budget: Budget, threads: int | None = None, compare_latents: tuple[int, ...] = COMPARE_LATENTS,
          sweep_latents: tuple[int, ...] = SWEEP_LATENTS) -> dict[str, list[Step]]:
-    """The study's runs by part (a run shared by two parts appears in both, and is trained once)."""
+    """The study's runs by part (a step named in two parts would be trained once; part 1 names its own run of
+    the recipe, so that it trains beside its tuning step)."""
     ep = {"epochs": budget.epochs} if budget.epochs else {}
     dense_ep = {"epochs": budget.dense_epochs} if budget.dense_epochs else {}
 
@@ -271,10 +269,10 @@ def _finished(step: Step, runs: Path) -> bool:
 def run_order(parts: dict[str, list[Step]]) -> list[Step]:
     """Each step once, the sweep first, then the MNIST dense run, then the rest of the comparison.
 
-    The sweep answers the study's main question (the autoencoder against PCA at every latent size) and holds
-    the two modified runs the comparison shares; its runs are capped in minutes, so they go first, while the
-    machine is as quiet as it will be. The two tuning studies, the longest part, go last: a study stopped
-    part-way leaves the most telling partial tables."""
+    The sweep answers the study's main question (the autoencoder against PCA at every latent size); its runs
+    are capped in minutes, so they go first, while the machine is as quiet as it will be. The comparison keeps
+    its parts' order, so each latent's own run of the recipe trains right before its tuning study. The two
+    tuning studies, the longest part, go last: a study stopped part-way leaves the most telling partial tables."""
     order = [p for p in ("sweep", "dense") if p in parts] + [p for p in parts if p not in ("sweep", "dense")]
     return list({s.name: s for part in order for s in parts[part]}.values())
 

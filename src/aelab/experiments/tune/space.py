@@ -88,6 +88,10 @@ class SearchSpace:
                 out[p.name] = dist.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
         return out
 
+    def describe(self) -> str:
+        """One line naming each option and its values (for a page that says what a search searched)."""
+        return "; ".join(f"{name} {_describe(d)}" for name, d in self.distributions().items())
+
     def check_compatible(self, recorded: dict[str, optuna.distributions.BaseDistribution], study: str) -> None:
         """Optuna cannot change an option's kind (list/range, log) or choices within a study: say so up front."""
         for name, new in self.distributions().items():
