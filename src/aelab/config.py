@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import yaml
 
 from aelab.errors import ConfigError
+from aelab.option_files import read_config_file
+from aelab.vocabulary import ACTIVATION_NAMES, LATENT_RANGE, LIKELIHOODS, MODEL_NAMES, VAE_MODELS
 
 LOSSES = ("bce", "mse", "mse+ssim", "bce+ssim")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -26,17 +27,52 @@ DATASET_NAMES = ("fashion-mnist", "mnist")
 SOURCE_KINDS = {"folder": "an image folder, one sub-folder per class", "npz": "a .npz of arrays x, y, ...",
                 "npy": "a .npy array of images", "idx": "IDX files (a folder or a file-name prefix)"}
 CHANNELS = (1, 3)
-MODEL_NAMES = ("dense", "conv", "conv-modified", "vae", "vae-dense")
-VAE_MODELS = ("vae", "vae-dense")  # variational: trained on the negative ELBO, not on --loss (docs/vae.md)
-LIKELIHOODS = ("bernoulli", "gaussian")
-ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "gelu", "tanh")
 PRECISIONS = ("auto", "fp32", "bf16")
 NOISE_KINDS = {"gaussian": "SIGMA", "salt-pepper": "P", "mask": "FRACTION"}  # --noise KIND:LEVEL (data/noise.py)
 MAX_WIDTH = 16.0  # x16 channels: conv-modified at ~100x the default's parameters, beyond any use on 28x28 images
+# The seed feeds numpy's generators, torch's and scikit-learn's (the Isolation Forest of 'aelab anomaly'), whose
+# RandomState takes 0..2**32-1 only: the narrowest range of every generator aelab seeds with it.
+SEED_RANGE = (0, 2**32 - 1)
+MAX_MINUTES = 1_000_000  # about two years; far beyond, the budget in seconds overflows
+KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
+              "list[str]": "a list of names"}
+NAME_MAX = 255     # bytes in a file name on every common file system
 
 
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "") -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices, "group": group})
+@dataclass(frozen=True)
+class Bound:
+    """The valid values of a number option: from ``lo`` to ``hi`` (None: no bound), each end open or closed;
+    always finite."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, v: float) -> bool:
+        lo, hi = self.lo, self.hi
+        return (isinstance(v, int) or math.isfinite(v)) and (lo is None or (v > lo if self.lo_open else v >= lo)) and (
+            hi is None or (v < hi if self.hi_open else v <= hi))
+
+    def words(self) -> str:
+        """The range in words: 'between 1 and 1024', 'in (0, 16]', '>= 0', '> 0'."""
+        def num(v: float) -> str:
+            return f"{v:g}" if isinstance(v, float) else str(v)
+        if self.lo is not None and self.hi is not None:
+            if not (self.lo_open or self.hi_open) and isinstance(self.lo, int) and isinstance(self.hi, int):
+                return f"between {self.lo} and {self.hi}"
+            return f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        return f"{'<' if self.hi_open else '<='} {num(self.hi)}" if self.hi is not None else "finite"
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "",
+        valid: Bound | tuple[int, ...] | None = None, note: str = "") -> Any:
+    """A field: its default, help, choices (names) or ``valid`` (numbers: a range, or the allowed values), its
+    group in ``--help``, and a ``note`` added to the message of an invalid value."""
+    return field(default=default, metadata={"help": help, "choices": choices, "group": group, "valid": valid,
+                                            "note": note})
 
 
 @dataclass
@@ -49,55 +85,63 @@ class RunConfig:
     classes: list[str] | None = opt(None, "train on these classes only, by name or index, comma separated "
                                           "(e.g. 'T-shirt/top,Trouser' or '0,1')", group="data")
     val_fraction: float = opt(0.1, "share of the training set held out for validation / early stopping",
-                              group="data")
+                              group="data", valid=Bound(0.0, 1.0, hi_open=True))
     train_limit: int | None = opt(None, "use only this many training images (seeded sample; quick runs)",
-                                  group="data")
+                                  group="data", valid=Bound(1, 10**9))
     image_size: int | None = opt(None, "resize every image to SIZE x SIZE (the shorter side to SIZE, then the "
-                                       "centre cropped; default: keep the images' own size)", group="data")
+                                       "centre cropped; default: keep the images' own size)", group="data",
+                                 valid=Bound(1, 4096), note="pixels per side")
     channels: int | None = opt(None, "1 (grey) or 3 (RGB); default: 3 when any image is in colour, else 1",
-                               group="data")
+                               group="data", valid=CHANNELS, note="1 is grey, 3 is RGB")
     test_fraction: float = opt(0.2, "your own images without a test split (no test/ folder, no x_test): the share "
-                                    "held out as the test set (seeded, the same for every run)", group="data")
+                                    "held out as the test set (seeded, the same for every run)", group="data",
+                              valid=Bound(0.0, 1.0, True, True), note="e.g. 0.2")
     # model
     model: str = opt("conv-modified", "architecture", MODEL_NAMES, "model")
-    latent: int = opt(64, "latent size (1-1024)", group="model")
-    width: float = opt(1.0, "channel/unit width multiplier", group="model")
+    latent: int = opt(64, "latent size", group="model", valid=Bound(*LATENT_RANGE))
+    width: float = opt(1.0, "channel/unit width multiplier", group="model", valid=Bound(0.0, MAX_WIDTH, lo_open=True))
     activation: str = opt("relu", "activation function", ACTIVATION_NAMES, "model")
     dropout: float | None = opt(None, "dropout rate (default: the model's own, 0.1 for conv-modified)",
-                                group="model")
+                                group="model", valid=Bound(0.0, 1.0, hi_open=True))
     batch_norm: bool | None = opt(None, "batch norm on/off (default: the model's own, on for conv-modified)",
                                   group="model")
     # training
     loss: str = opt("mse+ssim", "training loss; '+ssim' adds ssim_weight * (1 - SSIM) (VAE models: not used, "
                                 "they train on the negative ELBO)", LOSSES, "training")
-    ssim_weight: float = opt(0.1, "weight of (1 - SSIM) in the mixed losses", group="training")
+    ssim_weight: float = opt(0.1, "weight of (1 - SSIM) in the mixed losses", group="training", valid=Bound(0.0))
     # variational autoencoders (model vae, vae-dense)
     likelihood: str = opt("bernoulli", "VAE: p(x|z), bernoulli (BCE) or gaussian (MSE with a standard deviation)",
                           LIKELIHOODS, "vae")
     sigma: float | None = opt(None, "VAE, gaussian likelihood: fixed standard deviation of the pixels (default: "
-                                    "learned, one value for all pixels)", group="vae")
-    beta: float = opt(1.0, "VAE: weight of the KL term (1: the ELBO; beta-VAE otherwise)", group="vae")
+                                    "learned, one value for all pixels)", group="vae",
+                               valid=Bound(0.0, lo_open=True), note="e.g. 0.1, or leave it out to learn it")
+    beta: float = opt(1.0, "VAE: weight of the KL term (1: the ELBO; beta-VAE otherwise)", group="vae",
+                      valid=Bound(0.0), note="e.g. 1")
     kl_warmup: float = opt(0.0, "VAE: epochs over which the KL weight rises linearly from 0 to beta (0: none)",
-                           group="vae")
+                           group="vae", valid=Bound(0.0), note="epochs")
     free_bits: float = opt(0.0, "VAE: nats per latent dimension (batch mean) below which the KL is not "
-                                "penalised (free bits, Kingma et al. 2016; 0: none)", group="vae")
+                                "penalised (free bits, Kingma et al. 2016; 0: none)", group="vae",
+                           valid=Bound(0.0), note="nats per latent dimension")
     optimizer: str = opt("adamw", "optimizer", OPTIMIZERS, "training")
-    lr: float = opt(3e-3, "(peak) learning rate", group="training")
-    weight_decay: float = opt(1e-4, "weight decay", group="training")
+    lr: float = opt(3e-3, "(peak) learning rate", group="training", valid=Bound(0.0, lo_open=True), note="e.g. 1e-3")
+    weight_decay: float = opt(1e-4, "weight decay", group="training", valid=Bound(0.0))
     schedule: str = opt("onecycle", "learning-rate schedule over the planned epochs", SCHEDULES, "training")
     batch_size: int = opt(128, "images per step (with several processes: in all, split among them)",
-                          group="training")
-    epochs: int = opt(12, "maximum number of epochs", group="training")
+                          group="training", valid=Bound(1), note="e.g. 128")
+    epochs: int = opt(12, "maximum number of epochs", group="training", valid=Bound(1, 10**6))
     patience: int = opt(5, "early stopping: epochs without validation improvement (0 turns it off)",
-                        group="training")
-    min_delta: float = opt(0.0, "early stopping: smallest validation-loss decrease that counts", group="training")
+                        group="training", valid=Bound(0), note="0 turns early stopping off")
+    min_delta: float = opt(0.0, "early stopping: smallest validation-loss decrease that counts", group="training",
+                           valid=Bound(0.0))
     max_minutes: float | None = opt(None, "stop after the epoch that would overrun this many minutes",
-                                    group="training")
+                                    group="training", valid=Bound(0.0, MAX_MINUTES, lo_open=True))
     noise: str | None = opt(None, "denoising: corrupt the training inputs (the target stays clean) with "
                                   "gaussian:SIGMA, salt-pepper:P or mask:FRACTION (docs/denoising.md)",
                             group="training")
-    seed: int = opt(0, "random seed (split, initialisation, shuffling, dropout)", group="training")
-    threads: int | None = opt(None, "CPU threads for torch (default: all cores)", group="training")
+    seed: int = opt(0, "random seed (split, initialisation, shuffling, dropout)", group="training",
+                    valid=Bound(*SEED_RANGE))
+    threads: int | None = opt(None, "CPU threads for torch (default: all cores)", group="training",
+                              valid=Bound(1, 4096))
     device: str = opt("auto", "cpu, cuda, mps or auto (on CUDA: data on the GPU)", group="training")
     precision: str = opt("auto", "training arithmetic: bf16 autocast (weights and loss stay fp32) or fp32; auto "
                                  "takes bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
@@ -108,71 +152,20 @@ class RunConfig:
                                        "batch (SyncBatchNorm, CUDA only); off: each process normalises its share",
                                 group="training")
     # output
-    name: str | None = opt(None, "run name (default: dataset-model-latent-time)", group="output")
+    name: str | None = opt(None, "run name: the run folder's name under runs/ (default: "
+                                 "dataset-model-latent-time)", group="output")
     report: bool = opt(True, "write figures and report.html when training ends", group="output")
 
     def validate(self) -> RunConfig:
         """Check every value; raise ``ConfigError`` naming the first bad one and its fix."""
-        def choice(key: str) -> None:
-            allowed = fields_by_name()[key].metadata["choices"]
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"unknown {key.replace('_', '-')} {getattr(self, key)!r}; choose one of: "
-                                  f"{', '.join(allowed)}")
-        for key in ("model", "activation", "loss", "optimizer", "schedule", "precision"):
-            choice(key)
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name))
         self.dataset = dataset_spec(self.dataset)
-        for key in ("width", "dropout", "ssim_weight", "lr", "weight_decay", "min_delta", "val_fraction",
-                    "max_minutes", "test_fraction"):
-            value = getattr(self, key)
-            if value is not None and not math.isfinite(value):
-                raise ConfigError(f"invalid {key.replace('_', '-')} {value!r}; give a finite number")
-        checks = [
-            (isinstance(self.latent, int) and 1 <= self.latent <= 1024, "latent",
-             "use --latent between 1 and 1024"),
-            (0 < self.width <= MAX_WIDTH, "width", f"use --width in (0, {MAX_WIDTH:g}]"),
-            (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "use --dropout in [0, 1)"),
-            (self.ssim_weight >= 0, "ssim-weight", "use --ssim-weight >= 0"),
-            (self.lr > 0, "lr", "use --lr > 0, e.g. 1e-3"),
-            (self.weight_decay >= 0, "weight-decay", "use --weight-decay >= 0"),
-            (self.batch_size >= 1, "batch-size", "use --batch-size >= 1, e.g. 128"),
-            (self.epochs >= 1, "epochs", "use --epochs >= 1"),
-            (self.patience >= 0, "patience", "use --patience >= 0 (0 turns early stopping off)"),
-            (self.min_delta >= 0, "min-delta", "use --min-delta >= 0"),
-            (0.0 <= self.val_fraction < 1.0, "val-fraction", "use --val-fraction in [0, 1)"),
-            (self.train_limit is None or self.train_limit >= 1, "train-limit", "use --train-limit >= 1"),
-            (self.image_size is None or 1 <= self.image_size <= 4096, "image-size",
-             "use --image-size between 1 and 4096 (pixels per side)"),
-            (self.channels is None or self.channels in CHANNELS, "channels", "use --channels 1 (grey) or 3 (RGB)"),
-            (0.0 < self.test_fraction < 1.0, "test-fraction", "use --test-fraction in (0, 1), e.g. 0.2"),
-            (self.max_minutes is None or self.max_minutes > 0, "max-minutes", "use --max-minutes > 0"),
-            (self.threads is None or self.threads >= 1, "threads", "use --threads >= 1"),
-            (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), "device",
-             "use --device cpu, cuda, mps or auto"),
-        ]
-        for ok, key, fix in checks:
-            if not ok:
-                raise ConfigError(f"invalid {key} {getattr(self, key.replace('-', '_'))!r}; {fix}")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"invalid device {_shown(self.device)}; use --device cpu, cuda, mps or auto")
+        check_run_name(self.name)
         if self.val_fraction == 0 and self.patience > 0:
             raise ConfigError("early stopping needs a validation split; set --val-fraction > 0 or --patience 0")
-        self._validate_vae()
-        parse_noise(self.noise)
-        if self.noise and self.is_vae:
-            raise ConfigError("--noise is for the plain autoencoders (dense, conv, conv-modified); drop it for a VAE")
-        return self
-
-    def _validate_vae(self) -> None:
-        """The VAE options: valid values, and given only for a VAE model."""
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"unknown likelihood {self.likelihood!r}; choose one of: {', '.join(LIKELIHOODS)}")
-        for key, ok, fix in (("sigma", self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0),
-                              "use --sigma > 0, e.g. 0.1, or leave it out to learn it"),
-                             ("beta", math.isfinite(self.beta) and self.beta >= 0, "use --beta >= 0, e.g. 1"),
-                             ("kl-warmup", math.isfinite(self.kl_warmup) and self.kl_warmup >= 0,
-                              "use --kl-warmup >= 0 (epochs)"),
-                             ("free-bits", math.isfinite(self.free_bits) and self.free_bits >= 0,
-                              "use --free-bits >= 0 (nats per latent dimension)")):
-            if not ok:
-                raise ConfigError(f"invalid {key} {getattr(self, key.replace('-', '_'))!r}; {fix}")
         if self.sigma is not None and self.likelihood != "gaussian":
             raise ConfigError("--sigma applies to the gaussian likelihood only; drop it or add --likelihood gaussian")
         if self.model not in VAE_MODELS:
@@ -181,6 +174,10 @@ class RunConfig:
             if given:
                 raise ConfigError(f"--{given[0].replace('_', '-')} applies to the VAE models only ("
                                   f"{', '.join(VAE_MODELS)}); drop it or use --model vae")
+        parse_noise(self.noise)
+        if self.noise and self.is_vae:
+            raise ConfigError("--noise is for the plain autoencoders (dense, conv, conv-modified); drop it for a VAE")
+        return self
 
     @property
     def dataset_name(self) -> str:
@@ -221,6 +218,48 @@ class RunConfig:
         if self.is_vae:
             kwargs.update(likelihood=self.likelihood, sigma=self.sigma)
         return kwargs
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 40 characters (a number of 5,000 digits has no repr at all)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return "(a number too long to show)"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` for the option ``key``, checked: its type, then its choices or its valid range (each number
+    option states one); anything else raises ``ConfigError`` naming the option and what it takes."""
+    f = fields_by_name()[key]
+    flag, kind = key.replace("_", "-"), str(f.type).split(" | ")[0]
+    if value is None:
+        if "None" in str(f.type):
+            return None
+        raise ConfigError(f"option {flag} has no value; give a {kind} or leave the option out")
+    right = {"int": isinstance(value, int), "float": isinstance(value, int | float), "bool": isinstance(value, bool),
+             "str": isinstance(value, str),
+             "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
+    if not right or (kind in ("int", "float") and isinstance(value, bool)):
+        raise ConfigError(f"invalid {flag} {_shown(value)}; give {KIND_WORDS[kind]}")
+    choices, valid, note = f.metadata["choices"], f.metadata["valid"], f.metadata["note"]
+    note = f" ({note})" if note else ""
+    if choices and value not in choices:
+        raise ConfigError(f"unknown {flag} {_shown(value)}; choose one of: {', '.join(choices)}")
+    if isinstance(valid, tuple) and value not in valid:
+        raise ConfigError(f"invalid {flag} {_shown(value)}; use --{flag} {' or '.join(map(str, valid))}{note}")
+    if isinstance(valid, Bound) and not valid.holds(value):
+        raise ConfigError(f"invalid {flag} {_shown(value)}; use --{flag} {valid.words()}{note}")
+    return value
+
+
+def check_run_name(name: str | None) -> None:
+    """A run name is the run folder's name under the runs folder: a plain folder name, never a path."""
+    if name is not None and (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or
+                             len(name.encode("utf-8", "surrogatepass")) > NAME_MAX):
+        raise ConfigError(f"invalid name {_shown(name)}: a run name is a plain folder name (no / or \\, not . or "
+                          f"..; at most {NAME_MAX} bytes); give --out DIR to put the run folder somewhere else")
 
 
 def dataset_spec(text: str) -> str:
@@ -354,24 +393,6 @@ def preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return dict(PRESETS[name])
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict of options."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist; give the path of a .yaml or .toml file")
-    try:
-        text = p.read_text()
-        data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"config file {p} cannot be parsed ({first}); fix its syntax") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of option: value")
-    return data
 
 
 def resolve(preset_name: str | None = None, config_file: str | Path | None = None,

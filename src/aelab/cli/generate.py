@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
+from aelab.cli.options import seed_option
+
 
 @click.command()
 @click.argument("run", type=click.Path())
 @click.option("-n", "n", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="how many samples from the prior")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the grid image, a .png file")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the prior samples")
+@seed_option("seed of the prior samples")
 @click.option("--manifold", type=click.IntRange(2, 100), default=None,
               help="instead: a STEPS x STEPS grid over the prior's quantiles (2-D latent only)")
 @click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNG")

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from aelab.config import RunConfig
+from aelab.config import Bound, RunConfig, check_value
 
 
 def _click_type(f: Any) -> tuple[Any, bool]:
@@ -29,6 +29,22 @@ def _click_type(f: Any) -> tuple[Any, bool]:
     return str, False
 
 
+def _valid_text(f: Any) -> str:
+    """A number option's valid values, as RunConfig states them: 'between 1 and 1024', 'in (0, 16]', '1 or 3'."""
+    valid = f.metadata.get("valid")
+    if isinstance(valid, Bound):
+        return valid.words()
+    return " or ".join(map(str, valid)) if valid else ""
+
+
+def seed_option(help: str) -> Any:
+    """``--seed``, checked against the run configuration's seed range (every generator aelab seeds takes it):
+    outside it, one line ``error: ...`` and exit code 2."""
+    def check(ctx: click.Context, param: click.Parameter, value: int) -> int:
+        return check_value("seed", value)
+    return click.option("--seed", type=int, default=0, show_default=True, callback=check, help=help)
+
+
 def config_options(func: Any) -> Any:
     """One ``--option`` per RunConfig field; unset options stay None so they do not override a config file."""
     defaults = RunConfig()
@@ -36,7 +52,8 @@ def config_options(func: Any) -> Any:
         flag = f.name.replace("_", "-")
         kind, is_flag = _click_type(f)
         default = getattr(defaults, f.name)
-        help_text = f.metadata["help"] + ("" if default is None else f" [default: {default}]")
+        notes = [w for w in (_valid_text(f), "" if default is None else f"default: {default}") if w]
+        help_text = f.metadata["help"] + (f" [{'; '.join(notes)}]" if notes else "")
         if is_flag:
             func = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)(func)
         else:

@@ -5,7 +5,9 @@ Every model takes images as float tensors (n, C, H, W) in [0, 1] ((n, 1, 28, 28)
 ``torch.sigmoid(logits)`` gives pixels. ``build_model(name, latent, shape=(C, H, W), **hparams)`` makes a
 registered one (timm's ``create_model`` pattern); ``model.hparams`` rebuilds it from a checkpoint (``shape`` is
 kept there only when it is not the default (1, 28, 28), so older checkpoints load as they are).
-A new family is one file that calls ``@register``, imported by ``aelab/models/__init__.py``.
+A new family is one file that calls ``@register``, imported by ``aelab/models/__init__.py``, and its line in
+``aelab.vocabulary.FAMILIES`` (the names the configuration accepts, read without torch): ``register`` refuses a
+name not listed there.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import torch
 from torch import nn
 
 from aelab.errors import ConfigError
+from aelab.vocabulary import ACTIVATION_NAMES, FAMILIES, LATENT_RANGE
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+_MAKERS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True),
     "elu": lambda: nn.ELU(inplace=True),
     "gelu": nn.GELU,
     "tanh": nn.Tanh,
 }
-LATENT_RANGE = (1, 1024)
+# The vocabulary's activations, in its order: a name there without a module here fails at import.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {name: _MAKERS[name] for name in ACTIVATION_NAMES}
+__all__ = ["ACTIVATIONS", "LATENT_RANGE", "MODELS", "MODEL_HELP", "Autoencoder", "build_model", "register"]
 
 
 class Autoencoder(nn.Module):
@@ -57,12 +62,17 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-
 MODELS: dict[str, Callable[..., Autoencoder]] = {}
 MODEL_HELP: dict[str, str] = {}
 
 
 def register(name: str, help: str) -> Callable[[Callable[..., Autoencoder]], Callable[..., Autoencoder]]:
+    """Register a model family under ``name``, which ``aelab.vocabulary.FAMILIES`` must list (the configuration
+    accepts only the names there, and reads there whether a family is variational)."""
+    if name not in FAMILIES:
+        raise ValueError(f"model family {name!r} is not in aelab.vocabulary.FAMILIES; add it there (its name and "
+                         f"whether it is variational) so that the configuration accepts it")
+
     def deco(fn: Callable[..., Autoencoder]) -> Callable[..., Autoencoder]:
         MODELS[name] = fn
         MODEL_HELP[name] = help

@@ -31,8 +31,8 @@ from aelab.errors import ConfigError
 from aelab.models.conv import conv_modified
 from aelab.models.dense import dense
 from aelab.models.registry import Autoencoder, register
+from aelab.vocabulary import LIKELIHOODS
 
-LIKELIHOODS = ("bernoulli", "gaussian")
 SIGMA_INIT = 0.1  # starting value of a learned Gaussian standard deviation (pixels in [0, 1])
 
 
