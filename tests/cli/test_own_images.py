@@ -96,7 +96,7 @@ def test_digits_npz_through_every_command(digits, tmp_path):
     ok(cli("encode", run, digits, "-o", tmp_path / "all.npy"))
     assert np.load(tmp_path / "all.npy").shape == (1797, 8)  # the whole .npz as an input file
     ok(cli("decode", run, tmp_path / "codes.npy", "-o", tmp_path / "decoded", "--limit", "5"))
-    assert [png(p).shape for p in sorted((tmp_path / "decoded").iterdir())] == [(8, 8)] * 5
+    assert [png(p).shape for p in sorted((tmp_path / "decoded").glob("*.png"))] == [(8, 8)] * 5
     ok(cli("reconstruct", run, "data:test", "-o", tmp_path / "pairs", "--limit", "5"))
     assert png(next((tmp_path / "pairs").glob("00000_*.png"))).shape == (8, 17)
     ok(cli("export", run, "--format", "torchscript"))
@@ -140,7 +140,7 @@ def test_colour_photographs_through_every_command(photos, tmp_path):
     ok(cli("reconstruct", run, photos / "test" / "china", "-o", tmp_path / "raw", "--resize", "--limit", "3"))
     ok(cli("encode", run, "data:test", "-o", tmp_path / "codes.npy"))
     ok(cli("decode", run, tmp_path / "codes.npy", "-o", tmp_path / "decoded", "--limit", "2"))
-    assert png(next((tmp_path / "decoded").iterdir())).shape == (30, 30, 3)
+    assert png(next((tmp_path / "decoded").glob("*.png"))).shape == (30, 30, 3)
 
     with TestClient(create_app(run, threads=1), raise_server_exceptions=False) as client:
         r = client.get("/api/images/0", params={"kind": "input"})

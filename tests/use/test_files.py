@@ -22,6 +22,7 @@ from PIL import Image
 import aelab
 from aelab.cli import main
 from aelab.data import load_raw, open_input
+from aelab.files import OUTPUT_LIST
 from aelab.models import build_model
 from aelab.use.api import TrainedModel
 from aelab.use.files import encode_to_file
@@ -215,16 +216,17 @@ def test_decode_writes_the_decoded_pngs(run_path, model, test_set, tmp_path):
     np.save(tmp_path / "codes.npy", codes)
     r = cli("decode", run_path, tmp_path / "codes.npy", "-o", tmp_path / "png", "-q")
     assert r.exit_code == 0, r.output
-    files = sorted((tmp_path / "png").iterdir())
+    files = sorted((tmp_path / "png").glob("*.png"))
     assert [f.name for f in files] == [f"{i:05d}.png" for i in range(12)]
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [OUTPUT_LIST] + [f.name for f in files]
     want = np.clip(np.rint(model.decode(codes) * 255), 0, 255).astype(np.uint8)
     got = np.stack([np.asarray(Image.open(f)) for f in files])
     np.testing.assert_array_equal(got, want)
-    # the folder is not replaced without --force; with it, it is
+    # the folder is not replaced without --force; with it, what aelab wrote there is
     assert_user_error(cli("decode", run_path, tmp_path / "codes.npy", "-o", tmp_path / "png"), "--force")
     r = cli("decode", run_path, tmp_path / "codes.npy", "-o", tmp_path / "png", "--limit", 3, "--force",
             "--scale", 2, "-q")
-    assert r.exit_code == 0 and len(list((tmp_path / "png").iterdir())) == 3
+    assert r.exit_code == 0 and len(list((tmp_path / "png").glob("*.png"))) == 3
     assert Image.open(tmp_path / "png" / "00000.png").size == (56, 56)
 
 
@@ -234,7 +236,7 @@ def test_decode_names_from_a_csv_of_a_folder(run_path, test_set, tmp_path):
         save_png(tmp_path / "in" / f"{name}.png", x[0])
     cli("encode", run_path, tmp_path / "in", "-o", tmp_path / "c.csv", "-q")
     assert cli("decode", run_path, tmp_path / "c.csv", "-o", tmp_path / "out", "-q").exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000_bag.png", "00001_shoe.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["00000_bag.png", "00001_shoe.png"]
 
 
 def test_reconstruct_writes_pairs_with_their_ssim(run_path, model, test_set, tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from aelab.errors import InputError, OutputError
-from aelab.files import temp_beside
+from aelab.files import move_into_place, temp_beside, write_target
 
 FORMATS = (".npy", ".csv", ".parquet")
 META_COLUMNS = ("name", "label", "class")
@@ -74,6 +74,7 @@ class CodeWriter:
                               f"*.npy, *.csv or *.parquet")
         if self.path.is_dir():
             raise OutputError(f"{self.path} is a folder; give a file name such as codes.npy")
+        write_target(self.path)  # a dangling link, a link loop, a path under a file: one line, before the work
         self.n, self.latent, self.meta = n, latent, meta or Meta()
         self.columns = self.meta.columns()
         self.zcols = [f"z{j}" for j in range(latent)]
@@ -165,7 +166,7 @@ class CodeWriter:
         elif self.suffix == ".npy" and sidecar_path(self.path).exists():
             sidecar_path(self.path).unlink()  # an old sidecar would describe other rows
         for tmp, final in self.temps:
-            os.replace(tmp, final)
+            move_into_place(tmp, final)  # through a link, into a device or FIFO
         done = [final for _, final in self.temps]
         self.temps = []
         return done

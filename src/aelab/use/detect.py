@@ -27,7 +27,7 @@ from aelab.errors import OutputError
 from aelab.evaluation.anomaly import SCORE_LABELS
 from aelab.evaluation.detector import run_detector
 from aelab.evaluation.metrics import ssim_per_image
-from aelab.files import StagedDir, atomic_write_text
+from aelab.files import StagedDir, atomic_write_text, check_apart, write_target
 from aelab.runs import Run
 from aelab.use.api import TrainedModel, load
 from aelab.use.files import open_source
@@ -93,6 +93,8 @@ def score_to_csv(run: str | os.PathLike, source: str | os.PathLike | ImageSource
     out = Path(out)
     if out.is_dir():
         raise OutputError(f"{out} is a folder; give a .csv file name with -o")
+    write_target(out)  # a dangling link, a link loop, a path under a file: refused before the work
+    check_apart(out, (source,))
     model = load(run)
     model.detector = run_detector(Run.open(run), model.model, quantile, score)
     det = model.detector
@@ -124,6 +126,7 @@ def denoise_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.Path
     """Write the model's output for every image of ``source`` into ``out_dir``: ``input | denoised`` PNGs, or
     with ``add_noise`` (e.g. ``gaussian:0.3``: the inputs are clean and corrupted here, seeded)
     ``noisy | denoised | clean`` PNGs with the SSIM of the denoised image against the clean one; and index.csv."""
+    stage = StagedDir(out_dir, force, inputs=(source,))  # refuses a bad -o before the work
     model = run if isinstance(run, TrainedModel) else load(run)
     spec = NoiseSpec.parse(add_noise)
     src = open_source(model, source, resize, data_dir)  # data:SPLIT: the run's own split
@@ -133,7 +136,7 @@ def denoise_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.Path
     index = csv.writer(buf)
     index.writerow(["index", "file", *(["ssim"] if spec else []), *_meta_columns(src)])
     total = 0.0
-    with StagedDir(out_dir, force) as stage, _bar(n, "denoise", progress) as bar:
+    with stage, _bar(n, "denoise", progress) as bar:
         for b, (start, images) in enumerate(src.batches(batch_size, n)):
             clean = to_pixels(images, src.label, start, model.image_shape)
             x = spec.apply(clean, generator_for(seed, TEST_STREAM, 0, b)) if spec else clean

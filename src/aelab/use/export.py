@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from aelab.errors import ExportError, OutputError
-from aelab.files import temp_beside
+from aelab.files import move_into_place, temp_beside
 from aelab.models import VAE, Autoencoder
 from aelab.runs import Run
 
@@ -177,7 +177,7 @@ def export_model(model: Autoencoder, out_dir: str | os.PathLike, fmt: str = "onn
         temps["info"] = temp_beside(final["info"])
         temps["info"].write_text(json.dumps(info, indent=2) + "\n")
         for key, tmp_path in temps.items():
-            os.replace(tmp_path, final[key])
+            move_into_place(tmp_path, final[key])
         temps = {}
     finally:
         for tmp_path in temps.values():

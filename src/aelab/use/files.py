@@ -22,7 +22,7 @@ from aelab.data import ImageSource, display, image_bytes, load_dataset, open_inp
 from aelab.data.pixels import side_by_side
 from aelab.errors import InputError, OutputError
 from aelab.evaluation.metrics import ssim_per_image
-from aelab.files import StagedDir
+from aelab.files import StagedDir, check_apart
 from aelab.use.api import TrainedModel, check_codes, load
 from aelab.use.codes import CodeWriter, Meta, read_codes
 
@@ -78,6 +78,7 @@ def encode_to_file(run: str | os.PathLike | TrainedModel, source: str | os.PathL
                    out: str | os.PathLike, *, resize: bool = False, batch_size: int = 1024,
                    limit: int | None = None, progress: bool = True, data_dir: str | None = None) -> Result:
     """Encode every image of ``source`` with the model of ``run`` into the code file ``out``."""
+    check_apart(out, (source,))
     model = run if isinstance(run, TrainedModel) else load(run)
     src = open_source(model, source, resize, data_dir)
     n = _limit(src.n, limit)
@@ -104,6 +105,7 @@ def decode_to_pngs(run: str | os.PathLike | TrainedModel, codes: str | os.PathLi
                    *, batch_size: int = 1024, limit: int | None = None, progress: bool = True,
                    force: bool = False, scale: int = 1) -> Result:
     """Decode each row of the code file ``codes`` into ``out_dir/<index>[_<name>].png``."""
+    stage = StagedDir(out_dir, force, inputs=(codes,))  # refuses a bad -o before the work
     model = run if isinstance(run, TrainedModel) else load(run)
     table = read_codes(codes)
     n = _limit(len(table.codes), limit)
@@ -111,7 +113,7 @@ def decode_to_pngs(run: str | os.PathLike | TrainedModel, codes: str | os.PathLi
         raise OutputError(f"{table.label}: holds no codes")
     check_codes(table.codes[:0], model.latent, table.label)
     width = max(5, len(str(n - 1)))
-    with StagedDir(out_dir, force) as stage, _bar(n, "decode", progress) as bar:
+    with stage, _bar(n, "decode", progress) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             z = check_codes(table.codes[start:stop], model.latent, table.label, start)
@@ -134,6 +136,7 @@ def reconstruct_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.
     SSIM is the headline definition (11x11 Gaussian window, DESIGN.md), of the float reconstruction against
     the input pixels; the PNG holds both rounded to 8 bits.
     """
+    stage = StagedDir(out_dir, force, inputs=(source,))  # refuses a bad -o before the work
     model = run if isinstance(run, TrainedModel) else load(run)
     src = open_source(model, source, resize, data_dir)
     n = _limit(src.n, limit)
@@ -144,7 +147,7 @@ def reconstruct_to_pngs(run: str | os.PathLike | TrainedModel, source: str | os.
                     *(["label"] if src.labels is not None else []),
                     *(["class"] if src.labels is not None and src.classes else [])])
     total = 0.0
-    with StagedDir(out_dir, force) as stage, _bar(n, "reconstruct", progress) as bar:
+    with stage, _bar(n, "reconstruct", progress) as bar:
         for start, images in src.batches(batch_size, n):
             x = to_pixels(images, src.label, start, model.image_shape)
             recon = model.decode_batch(model.encode_batch(x))
