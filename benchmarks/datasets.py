@@ -112,7 +112,9 @@ def load_photos(names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     return out
 
 
-def check_split(test_photos: Sequence[str], size: int, photos: dict[str, np.ndarray]) -> None:
+def check_split(test_photos: Sequence[str], size: int, photos: dict[str, np.ndarray], coverage: float) -> None:
+    if not 0 < coverage <= 100:
+        raise ConfigError(f"--coverage {coverage}: give training patches per photograph area from 0 to 100")
     unknown = [t for t in test_photos if t not in PHOTOS]
     if unknown:
         raise ConfigError(f"--test-photos: unknown photograph {unknown[0]!r}; choose from {', '.join(PHOTOS)}")
@@ -177,7 +179,7 @@ def build_patches(size: int, seed: int = 0, coverage: float = 4.0, test_photos: 
                   photos: dict[str, np.ndarray] | None = None) -> PatchSet:
     """The patch set of ``size`` x ``size`` (module docstring): training patches random, test patches on a grid."""
     photos = photos or load_photos()
-    check_split(test_photos, size, photos)
+    check_split(test_photos, size, photos, coverage)
     classes = tuple(PHOTOS)
     train = [n for n in classes if n not in test_photos]
     pid, ys, xs = draw(photos, train, size, coverage, seed, copy=0)
@@ -248,11 +250,11 @@ def build_big(path: Path, size: int, gb: float, seed: int = 0, coverage: float =
               photos: dict[str, np.ndarray] | None = None) -> dict:
     """Write ``gb`` x 10^9 bytes of training patches to ``path`` (.npy, module docstring), one chunk at a time."""
     photos = photos or load_photos()
-    check_split(test_photos, size, photos)
+    check_split(test_photos, size, photos, coverage)
     row = size * size * 3
-    n = int(gb * GB) // row
-    if gb <= 0 or n < 1:
-        raise ConfigError(f"--gb {gb}: give a size of at least one {size}x{size} patch ({row} bytes)")
+    n = int(gb * GB) // row if 0 < gb < 1e12 else 0
+    if n < 1:
+        raise ConfigError(f"--gb {gb}: give a size in GB from one {size}x{size} patch ({row} bytes) up to the free disk")
     need = n * row + 4096
     free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
     if need > free:

@@ -175,7 +175,7 @@ def test_big_npy_has_the_asked_size_and_is_never_held(tmp_path: Path, patches32)
     second = np.asarray(big[k:n])  # copy 1: new positions, mirrored
     seen = _rows(patches32.x)
     again = np.array([p.tobytes() in seen for p in second])
-    # only the retina's black corners (near-constant patches, 5% of its area) recur across copies
+    # only near-constant patches (the retina's black corners, ~5% of the patches) recur across copies
     assert again.mean() < 0.1 and (second[again].reshape(again.sum(), -1).std(axis=1) < 1).all()
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["images"] == n and record["copies"] == -(-n // k)
@@ -192,6 +192,8 @@ def test_the_memory_check_sees_a_file_held_whole(tmp_path: Path) -> None:
     (["patches", "--test-photos", *ds.PHOTOS], "leave at least one for training"),
     (["patches", "--size", "400"], "patches must be 4 to 300 pixels"),
     (["big", "--gb", "0"], "--gb 0"),
+    (["big", "--gb", "nan"], "--gb nan"),
+    (["patches", "--coverage", "0"], "--coverage 0"),
     (["fashion", "--size", "16"], "--size 16"),
 ])
 def test_bad_options_give_one_line_and_write_nothing(args: list[str], says: str, tmp_path: Path,
