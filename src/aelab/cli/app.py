@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from aelab.cli import anomaly, experiments, explore, generate, report, train, use
+from aelab.cli import anomaly, experiments, explore, generate, report, runs, train, use
 from aelab.errors import AelabError, Interrupted
 
 
@@ -44,6 +44,6 @@ def main() -> None:
     """
 
 
-for _module in (train, report, use, generate, experiments, anomaly, explore):
+for _module in (train, report, use, generate, experiments, anomaly, explore, runs):
     for _command in _module.COMMANDS:
         main.add_command(_command)
