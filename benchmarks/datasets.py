@@ -254,7 +254,8 @@ def build_big(path: Path, size: int, gb: float, seed: int = 0, coverage: float =
     row = size * size * 3
     n = int(gb * GB) // row if 0 < gb < 1e12 else 0
     if n < 1:
-        raise ConfigError(f"--gb {gb}: give a size in GB from one {size}x{size} patch ({row} bytes) up to the free disk")
+        raise ConfigError(f"--gb {gb}: give a size in GB from one {size}x{size} patch ({row} bytes) up to the free "
+                          f"disk")
     need = n * row + 4096
     free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
     if need > free:
