@@ -175,7 +175,7 @@ def test_image_size_resizes_keeping_the_aspect_by_cropping_and_channels_convert(
 
 
 @pytest.mark.parametrize("case, words", [
-    ("unreadable", ["broken.png", "not a readable image", "replace the file or remove it"]),
+    ("unreadable", ["broken.png", "not an image", "replace the file or remove it"]),
     ("truncated", ["cut.png", "not a readable image", "truncated"]),
     ("mixed", ["big.png", "30x30", "--image-size"]),
     ("empty", ["Sandal", "empty class folder"]),
@@ -209,7 +209,8 @@ def test_a_data_set_larger_than_memory_is_refused_naming_its_size(fashion_pngs, 
     assert_one_line(res, "100 images of 28x28 grey need 78.4 kB", "the 50.0 kB available", "--image-size")
     assert not (fashion_pngs / "test" / own.CACHE_FOLDER).exists()
     npz = digits_npz(tmp_path / "digits.npz")
-    with pytest.raises(DataError, match=r"digits.npz: 1,797 images need 115.0 kB of memory"):
+    # float32 as stored, its float working copy, the uint8 result and its copy, and the labels
+    with pytest.raises(DataError, match=r"digits.npz: 1,797 images need 1.2 MB of memory to be read and converted"):
         load_dataset(f"npz:{npz}", progress=False)
 
 

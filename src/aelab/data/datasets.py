@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from aelab.data.idx import cache_dir, download_file, read_idx
-from aelab.data.own import conform, is_own, load_own
+from aelab.data.own import check_side, conform, is_own, load_own
 from aelab.data.pixels import SHAPE, as_nchw, image_shape, shape_text
 from aelab.errors import DataError
 
@@ -225,6 +225,7 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
         names, source = info.classes, str(folder)
         fingerprint = {"content": hashlib.sha256("".join(info.sha256[s] for s in FILES).encode()).hexdigest()}
         if image_size is not None or channels is not None:  # the built-in images converted like the user's own
+            check_side(name, (image_size, image_size) if image_size else train_x.shape[1:], image_size)
             train_x, test_x = (conform(x[:, None], channels, image_size, name, progress) for x in (train_x, test_x))
             notes.append(f"converted to {shape_text(train_x.shape[1:])}")
     keep = resolve_classes(classes, names)

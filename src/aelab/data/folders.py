@@ -7,10 +7,12 @@ any) is the training split, else every other class folder is; a ``train`` folder
 Files and folders whose names start with a dot are skipped (the decoded cache lives in ``.aelab-cache``);
 files of other types are skipped too. Images are read with Pillow: PNG, JPEG, BMP, TIFF (and GIF, first frame).
 
-``scan`` finds the files without opening them; ``files_key`` fingerprints them by name, size and modification
-time (the key of the decoded cache); ``inspect`` reads only their headers (size and colour mode) to check that
-the sizes agree and to pick the channels; ``decode`` reads the pixels into one uint8 array, with a progress bar.
-Every problem is a ``DataError`` naming the file and the fix.
+``scan`` finds the files without opening them; ``files_key`` fingerprints them by name, size, modification time,
+inode change time and inode (the key of the decoded cache: ``file_stamp``); ``inspect`` reads only their headers
+(size and colour mode) to check that the sizes agree and to pick the channels; ``decode`` reads the pixels into
+one uint8 array, with a progress bar. Every file is opened by ``pixels.open_image`` (the one place that turns
+Pillow's failures, decompression bombs included, into one line). Every problem is a ``DataError`` naming the
+file and the fix.
 """
 
 from __future__ import annotations
@@ -21,16 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from aelab.data.pixels import GREY_MODES, IMAGE_SUFFIXES, pil_to_array
+from aelab.data.pixels import IMAGE_SUFFIXES, image_header, is_grey_mode, read_image
 from aelab.errors import DataError
 
 FLAT_CLASS = "all"  # the one class of a folder without class folders
 TEST_FOLDER, TRAIN_FOLDER = "test", "train"
-# What Pillow raises on a damaged file: truncated data (OSError), broken chunks (SyntaxError), and the rest.
-DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -112,22 +111,29 @@ def scan(root: str | os.PathLike) -> FolderLayout:
     return FolderLayout(root, classes, train, train_labels)
 
 
+def file_stamp(path: Path) -> str:
+    """What says a file is unchanged without reading it: size, modification time, inode change time and inode.
+
+    A rewrite that keeps the size and puts the modification time back (``touch -d``, ``os.utime``, a copy with
+    ``cp -p``, an editor that restores it) still moves the inode change time (``st_ctime_ns``, which no user
+    can set) or makes a new inode. Not caught: a change made by writing the disk under the file system, or a
+    clock set back to the very nanosecond; and Windows, whose ``st_ctime`` is the creation time. A ``chmod`` or
+    a ``mv`` also moves the change time: the cache is then rebuilt although the pixels did not change.
+    """
+    st = path.stat()
+    return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
 def files_key(layout: FolderLayout) -> str:
-    """sha256 over every file's path (relative to the root), size and modification time, and the labels."""
+    """sha256 over every file's path (relative to the root) and ``file_stamp``, and the labels."""
     h = hashlib.sha256()
     for split, files, labels in (("train", layout.train, layout.train_labels),
                                  ("test", layout.test or [], layout.test_labels)):
         h.update(split.encode())
         for f, y in zip(files, labels if labels is not None else [], strict=True):
-            st = f.stat()
-            h.update(f"{f.relative_to(layout.root)}|{st.st_size}|{st.st_mtime_ns}|{y}\n".encode())
+            h.update(f"{f.relative_to(layout.root)}|{file_stamp(f)}|{y}\n".encode())
     h.update("\n".join(layout.classes).encode())
     return h.hexdigest()
-
-
-def _open_error(f: Path, err: BaseException) -> DataError:
-    text = str(err).strip().splitlines()[0][:80] if str(err).strip() else type(err).__name__
-    return DataError(f"{f}: not a readable image ({type(err).__name__}: {text}); replace the file or remove it")
 
 
 def inspect(files: list[Path], image_size: int | None) -> tuple[tuple[int, int], int]:
@@ -139,12 +145,8 @@ def inspect(files: list[Path], image_size: int | None) -> tuple[tuple[int, int],
     first: tuple[Path, tuple[int, int]] | None = None
     colour = False
     for f in files:
-        try:
-            with Image.open(f) as im:
-                size, mode = (im.size[1], im.size[0]), im.mode
-        except DECODE_ERRORS as err:
-            raise _open_error(f, err) from None
-        colour = colour or mode not in GREY_MODES
+        size, mode = image_header(f)
+        colour = colour or not is_grey_mode(mode)
         if first is None:
             first = (f, size)
         elif size != first[1] and image_size is None:
@@ -161,11 +163,5 @@ def decode(files: list[Path], channels: int, size: tuple[int, int], progress: bo
     h, w = size
     out = np.empty((len(files), channels, h, w), dtype=np.uint8)
     for i, f in enumerate(tqdm(files, desc=desc, unit="img", disable=None if progress else True, leave=False)):
-        try:
-            with Image.open(f) as im:
-                im.load()
-                a = pil_to_array(im, channels, size)
-        except DECODE_ERRORS as err:
-            raise _open_error(f, err) from None
-        out[i] = a[None] if channels == 1 else np.moveaxis(a, -1, 0)
+        out[i] = read_image(f, (channels, h, w))
     return out

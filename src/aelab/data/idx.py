@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import tempfile
@@ -81,8 +82,9 @@ def read_idx(path: Path, sha256: str | None, label: str | None = None) -> np.nda
     return parse_idx(raw, label)
 
 
-def parse_idx(raw: bytes, label: str = "IDX data", any_size: bool = False) -> np.ndarray:
-    """IDX bytes -> uint8 array (labels (n,) or images (n, h, w)); images must be 28x28 unless ``any_size``."""
+def idx_header(raw: bytes, label: str = "IDX data", any_size: bool = False) -> tuple[tuple[int, ...], int]:
+    """(dimensions, offset of the data) of IDX bytes, checked: uint8 labels (n,) or images (n, h, w), 28x28 unless
+    ``any_size``. Only the first 4 + 4 * ndim bytes are needed."""
     if len(raw) < 8:
         raise DataError(f"{label}: too short for an IDX header; replace it with the official file")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
@@ -90,11 +92,18 @@ def parse_idx(raw: bytes, label: str = "IDX data", any_size: bool = False) -> np
         magic = struct.unpack(">I", raw[:4])[0]
         raise DataError(f"{label}: wrong IDX magic {magic} (expected 2049 for labels or 2051 for images); "
                         f"replace it with the official file")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{label}: too short for an IDX header; replace it with the official file")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     if ndim == 3 and dims[1:] != (28, 28) and not any_size:
         raise DataError(f"{label}: images of shape {dims[1:]}, expected (28, 28); this is not MNIST-like data")
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims))
+    return tuple(int(d) for d in dims), 4 + 4 * ndim
+
+
+def parse_idx(raw: bytes, label: str = "IDX data", any_size: bool = False) -> np.ndarray:
+    """IDX bytes -> uint8 array (labels (n,) or images (n, h, w)); images must be 28x28 unless ``any_size``."""
+    dims, offset = idx_header(raw, label, any_size)
+    expected = math.prod(dims)  # exact: three 32-bit numbers may overflow a 64-bit product
     if len(raw) - offset != expected:
         raise DataError(f"{label}: header says {dims} but holds {len(raw) - offset} bytes; replace it with the "
                         f"official file")

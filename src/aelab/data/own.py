@@ -11,12 +11,16 @@ the usual ``DataBundle`` of them (validation split, class subsets, limits).
 - **Test split.** A folder's ``test/`` sub-folder, a ``.npz``'s ``x_test`` / ``y_test``, IDX ``t10k-`` files;
   otherwise ``test_fraction`` of the images, drawn with a fixed seed (the same test set for every run).
 - **Cache.** An image folder is decoded once into ``PATH/.aelab-cache/<options>.npz`` (uint8 arrays and a
-  description), keyed by every file's name, size and modification time and by the options; a change to any
-  file rebuilds it. Written to a temporary file and renamed, so it is never half-written; a folder that cannot
-  be written keeps its cache in the user cache (``~/.cache/aelab/own/``). Array files are read as they are
-  (they hold decoded pixels already).
+  description), keyed by every file's name, size, modification time, inode change time and inode
+  (``folders.file_stamp``) and by the options; a change to any file rebuilds it, also one that keeps the size
+  and puts the modification time back. Written to a temporary file and renamed, so it is never half-written; a
+  folder that cannot be written keeps its cache in the user cache (``~/.cache/aelab/own/``). Array files are
+  read as they are (they hold decoded pixels already).
 - **Memory.** A data set whose uint8 pixels would not fit in the memory available now is refused, naming the
-  size, before anything is decoded (a streaming loader is not there yet).
+  size, before anything is decoded (a streaming loader is not there yet); an array file is counted as it is
+  stored (its headers' shapes and types) plus its conversion, and ``conform`` counts its own copies (the other
+  channels, the resized images) before it makes them.
+- **Size.** Images smaller than ``MIN_SIDE`` pixels on a side are refused: SSIM's smallest window is 3x3.
 - **Fingerprints.** ``files`` (names, sizes, times: the cache key) and ``content`` (sha256 of the decoded pixels,
   labels and class names): a run records both, and ``aelab evaluate`` warns when the content changed.
 """
@@ -68,6 +72,7 @@ class OwnData:
 
 MIN_TRAIN = 10  # kNN-5 needs 5 training codes, and a validation split is carved from the training images
 MIN_TEST = 11   # trustworthiness with 5 neighbours needs more than 10 test images
+MIN_SIDE = 3    # SSIM's smallest window (evaluation.metrics.ssim_window): a 1- or 2-pixel side leaves one tap
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
@@ -103,19 +108,44 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_memory(label: str, n: int, need: int, what: str, fix: str) -> None:
+def check_memory(label: str, n: int, need: int, what: str, fix: str, how: str = "as uint8") -> None:
     """``DataError`` naming the size when ``need`` bytes (``n`` images, ``what``) exceed the memory available."""
     free = available_memory()
     if need > free:
-        raise DataError(f"{label}: {n:,} images{what} need {size_text(need)} of memory as uint8, more than the "
+        raise DataError(f"{label}: {n:,} images{what} need {size_text(need)} of memory {how}, more than the "
                         f"{size_text(free)} available; {fix} (aelab has no streaming loader yet)")
 
 
+def check_side(label: str, size: tuple[int, int], image_size: int | None) -> None:
+    """``DataError`` when images of ``size`` (H, W) are smaller than ``MIN_SIDE`` on a side."""
+    if min(size) < MIN_SIDE:
+        fix = f"give --image-size {MIN_SIDE} or more" if image_size is not None else \
+            f"give larger images, or --image-size {MIN_SIDE} or more to resize them"
+        raise DataError(f"{label}: images of {size[1]}x{size[0]} pixels, but aelab needs at least {MIN_SIDE} pixels "
+                        f"a side (SSIM's smallest window is {MIN_SIDE}x{MIN_SIDE}); {fix}")
+
+
 # ------------------------------------------------------------------------------------------ conversions
+def conform_bytes(shape: tuple[int, int, int, int], channels: int | None, image_size: int | None) -> int:
+    """Bytes ``conform`` allocates for images of ``shape`` (n, C, H, W): the other channels, the resized copy."""
+    n, c, h, w = shape
+    out_c = channels or c
+    need = n * out_c * h * w if out_c != c else 0
+    if image_size is not None and (h, w) != (image_size, image_size):
+        need += n * out_c * image_size * image_size
+    return need
+
+
 def conform(x: np.ndarray, channels: int | None, image_size: int | None, label: str, progress: bool = True
             ) -> np.ndarray:
-    """uint8 (n, C, H, W) -> the asked channels and size (see the module docstring)."""
+    """uint8 (n, C, H, W) -> the asked channels and size (see the module docstring); ``DataError`` before any
+    copy when the copies would not fit in the memory available."""
     c = x.shape[1]
+    need = conform_bytes(x.shape, channels, image_size)
+    if need:
+        side = (image_size, image_size) if image_size is not None else x.shape[2:]
+        check_memory(label, len(x), need, f" converted to {shape_text((channels or c, *side))}",
+                     "give a smaller --image-size, or fewer images")
     if channels == 3 and c == 1:
         x = np.repeat(x, 3, axis=1)
     elif channels == 1 and c == 3:  # ITU-R 601 luma in Pillow's integer arithmetic: the same as Image.convert("L")
@@ -201,6 +231,7 @@ def _load_folder(root: Path, image_size: int | None, channels: int | None, test_
             return OwnData(a["train_x"], a["train_y"], a["test_x"], a["test_y"], tuple(meta["classes"]), str(root),
                            key, meta["content"], [f"decoded images read from the cache {path}"])
     size, found = folders.inspect(layout.files, image_size)
+    check_side(str(root), size, image_size)
     c = channels or found
     shape = (c, *size)
     check_memory(str(root), len(layout.files), len(layout.files) * int(np.prod(shape)), f" of {shape_text(shape)}",
@@ -223,29 +254,44 @@ def _load_folder(root: Path, image_size: int | None, channels: int | None, test_
     return OwnData(train_x, train_y, test_x, test_y, layout.classes, str(root), key, content, notes)
 
 
-def _array_count(kind: str, path: Path) -> tuple[int, int]:
-    """(images, uint8 bytes) of an array source from its headers, for the memory check."""
+def _array_headers(kind: str, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{name: (shape, dtype)} of what an array source holds, from its headers only (nothing is read)."""
     if kind == "npz":
-        shapes = arrays.npz_shapes(path)
-        counts = [arrays.header_count(shapes[k]) for k in ("x", "x_test") if k in shapes]
-        return sum(shapes[k][0] for k in ("x", "x_test") if k in shapes and shapes[k]), sum(counts)
+        return {k: v for k, v in arrays.npz_headers(path).items() if k in arrays.NPZ_KEYS}
+    if kind == "idx":
+        return {k: (arrays.idx_dims(f), np.dtype(np.uint8)) for k, f in arrays.idx_files(path).items()}
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise DataError(f"{path}: not a readable .npy array ({str(err).splitlines()[0][:80]}); save it with "
                         f"numpy.save") from None
-    return (int(x.shape[0]) if x.ndim else 0), int(x.size)
+    return {"x": (tuple(x.shape), x.dtype)}
+
+
+def _check_array_memory(kind: str, path: Path, channels: int | None, image_size: int | None) -> None:
+    """Refuse, before reading, an array source whose reading and conversion would not fit in memory."""
+    headers = _array_headers(kind, path)
+    images = {k: v for k, v in headers.items() if k in ("x", "x_test", "train-images", "test-images")}
+    need = sum(arrays.read_bytes(shape, dtype) if k in images else arrays.header_count(shape) * dtype.itemsize
+               for k, (shape, dtype) in headers.items())
+    n = 0
+    for shape, _ in images.values():
+        nchw = arrays.nchw_shape(shape)
+        n += shape[0] if shape else 0
+        need += conform_bytes(nchw, channels, image_size) if nchw is not None else 0
+    check_memory(str(path), n, need, "", "save fewer images in it" + (", or give a smaller --image-size"
+                                                                       if image_size else ""),
+                 "to be read and converted to uint8")
 
 
 def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | None, test_fraction: float,
                  progress: bool) -> OwnData:
-    if kind in ("npz", "npy"):
-        if not path.is_file():
-            raise DataError(f"{path}: no such file; give --dataset {kind}:PATH with the path of a .{kind} file")
-        n, size = _array_count(kind, path)
-        check_memory(str(path), n, size, "", "save fewer images in it")
+    if kind in ("npz", "npy") and not path.is_file():
+        raise DataError(f"{path}: no such file; give --dataset {kind}:PATH with the path of a .{kind} file")
+    _check_array_memory(kind, path, channels, image_size)
     data = {"npz": arrays.read_npz, "npy": arrays.read_npy, "idx": arrays.read_idx_set}[kind](path)
     label = str(path)
+    check_side(label, (image_size, image_size) if image_size else data.x.shape[2:], image_size)
     x = conform(data.x, channels, image_size, label, progress)
     notes = []
     if data.x_test is None:
@@ -257,8 +303,7 @@ def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | 
     assert y_test is not None
     h = hashlib.sha256()
     for f in data.files:
-        st = f.stat()
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{f.resolve()}|{folders.file_stamp(f)}\n".encode())
     content = content_digest(x, y, x_test, y_test, data.classes)
     return OwnData(x, y, x_test, y_test, data.classes, label, h.hexdigest(), content, notes)
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
-from aelab.errors import InputError
+from aelab.errors import AelabError, InputError, one_line
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -155,52 +158,155 @@ def to_uint8(pixels: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # Pillow modes without colour
+# ------------------------------------------------------------------------------------------ image files
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF")  # what Pillow may open: no plugin that runs a program (EPS)
+FORMATS_TEXT = "PNG, JPEG, BMP, TIFF or GIF"
+BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def is_grey_mode(mode: str) -> bool:
+    """True for the Pillow modes without colour: 1, L, LA, La, I, I;16 (every byte order), F."""
+    return ImageMode.getmode(mode).basemode == "L"
+
+
+def _first(v: Any) -> int:
+    """A TIFF tag's value: one number, or the first of a tuple (one per sample)."""
+    return int(v[0]) if isinstance(v, tuple) else int(v)
+
+
+def integer_range(im: Image.Image) -> int:
+    """The largest value an "I" or "I;16" Pillow image can hold as its file stores it: the format's range, the
+    same for every image of that format, never the image's own maximum.
+
+    "I;16" (16-bit PNG and TIFF): 65535. "I" is Pillow's 32-bit signed integer; its range is the one of the
+    integer the file stores: a PNG holds at most 16 bits (Pillow before 11 opens 16-bit grey PNGs as "I"), a
+    TIFF says its bits per sample and whether they are signed (tags 258 and 339); otherwise 2^31 - 1.
+    """
+    if im.mode.startswith("I;16"):
+        return 2**16 - 1
+    bits, signed = 32, True
+    if im.format == "PNG":
+        bits, signed = 16, False
+    tags = getattr(im, "tag_v2", None)
+    if tags is not None and tags.get(258):
+        bits, signed = _first(tags.get(258)), _first(tags.get(339, 1)) == 2
+    return 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+
+
+def _deep_to_grey(im: Image.Image) -> Image.Image:
+    """An "I", "I;16" or "F" image -> "L" by the format's range (``integer_range``; float pixels are taken as
+    they are, in [0, 1]); ``InputError`` for values outside that range."""
+    a = np.asarray(im)
+    if im.mode == "F":
+        if not np.isfinite(a).all():
+            raise InputError("holds NaN or infinite float pixels (Pillow mode F); remove or fix them")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            fix = "divide them by 255" if lo >= 0 and 2 < hi <= 255 else "divide them by 65535" if lo >= 0 and \
+                255 < hi <= 65535 else "clip or scale them to [0, 1]"
+            raise InputError(f"holds float pixels from {lo:.4g} to {hi:.4g} (Pillow mode F), but float pixels are "
+                             f"taken as they are, in [0, 1]; {fix}")
+        scaled = a.astype(np.float64) * 255.0
+    else:
+        top = integer_range(im)
+        if a.size and int(a.min()) < 0:
+            raise InputError(f"holds negative pixels ({int(a.min())}, Pillow mode {im.mode}); give pixels from 0 to "
+                             f"{top:,}")
+        scaled = a.astype(np.float64) * (255.0 / top)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    bands = im.getbands()
+    if "A" in bands or "a" in bands:
+        return True
+    if im.mode in ("1", "L", "RGB", "P") and "transparency" in im.info:
+        return True
+    return im.mode == "P" and im.palette is not None and im.palette.mode == "RGBA"
 
 
 def pil_to_array(im: Any, channels: int = 1, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A Pillow image -> uint8 (H, W) grey (``channels`` 1) or (H, W, 3) RGB.
+    """A Pillow image of any mode -> uint8 (H, W) grey (``channels`` 1) or (H, W, 3) RGB.
 
-    Transparency is laid on black; 16-bit and float grey is scaled to 0..255; colour becomes grey by ITU-R 601
-    luma (Pillow's "L"), grey becomes RGB by repeating it. ``size`` (H, W): resized keeping the aspect, the
-    centre cropped to it (Pillow's ``ImageOps.fit``, Lanczos).
+    Pixels are scaled by the range of their format, the same for every image: 8-bit modes as they are, "I;16"
+    by 65535, "I" by the range of the integer its file stores (``integer_range``), "F" taken as it is, in
+    [0, 1] (else ``InputError``). Transparency is laid on black; colour becomes grey by ITU-R 601 luma (Pillow's
+    "L"), grey becomes RGB by repeating it; colour modes Pillow cannot make grey directly (LAB) go through RGB.
+    ``size`` (H, W): resized keeping the aspect, the centre cropped to it (Pillow's ``ImageOps.fit``, Lanczos).
     """
-    from PIL import Image, ImageOps
-
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _deep_to_grey(im)
+    elif _has_alpha(im):
+        im = im.convert("LA").convert("RGBA") if im.mode == "La" else im.convert("RGBA")
         flat = Image.new("RGBA", im.size, (0, 0, 0, 255))  # transparent -> black background
         im = Image.alpha_composite(flat, im)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        top = 1.0 if im.mode == "F" and a.max() <= 1.0 else 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8))
-    im = im.convert("L" if channels == 1 else "RGB")
+    target = "L" if channels == 1 else "RGB"
+    try:
+        im = im.convert(target)
+    except ValueError:  # e.g. LAB -> L: Pillow converts it through RGB only
+        try:
+            im = im.convert("RGB").convert(target)
+        except ValueError:
+            raise InputError(f"is in Pillow mode {im.mode}, which this Pillow cannot convert to {target}; save it "
+                             f"as RGB") from None
     if size is not None and im.size != (size[1], size[0]):
         im = ImageOps.fit(im, (size[1], size[0]), Image.Resampling.LANCZOS)
     return np.asarray(im, dtype=np.uint8)
 
 
+def _bad_image(path: Path, err: BaseException) -> InputError:
+    text = one_line(err, 120)
+    if isinstance(err, BOMB_ERRORS):
+        return InputError(f"{path}: more pixels than Pillow's decompression-bomb limit ({text}); downscale the "
+                          f"image or remove it")
+    if isinstance(err, UnidentifiedImageError):
+        return InputError(f"{path}: not an image (not a {FORMATS_TEXT} file Pillow can identify); replace the file "
+                          f"or remove it")
+    return InputError(f"{path}: not a readable image ({text}); replace the file or remove it")
+
+
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """Open an image file with Pillow: the one place where every image file aelab reads is opened.
+
+    Anything that goes wrong inside, opening, decoding or converting, is one ``InputError`` line naming the file:
+    not an image (or not one of ``IMAGE_FORMATS``), damaged or truncated, pixels out of their range, or more
+    pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``; the images over it, that
+    Pillow would only warn about, are refused too: aelab holds every image of a data set in memory).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                yield im
+    except InputError as err:  # the checks of the pixels (``pil_to_array``), which do not know the file
+        raise InputError(f"{path}: {err}") from None
+    except AelabError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken files; each is "not readable"
+        raise _bad_image(path, err) from None
+
+
+def image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """((H, W), Pillow mode) of an image file, from its header only (``open_image``'s checks)."""
+    with open_image(path) as im:
+        return (im.size[1], im.size[0]), im.mode
+
+
 def read_image(path: Path, shape: Sequence[int] = SHAPE) -> np.ndarray:
     """One image file -> uint8 (H, W) grey or (C, H, W) colour of ``shape``; colour is converted to grey (ITU-R
-    601 luma) or grey to colour as ``shape`` asks, other sizes resized (the centre cropped to the aspect)."""
-    from PIL import Image, UnidentifiedImageError
-
+    601 luma) or grey to colour as ``shape`` asks, other sizes resized (the centre cropped to the aspect).
+    Every problem is one ``InputError`` line naming the file (``open_image``)."""
     c, h, w = image_shape(shape)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            a = pil_to_array(im, c, (h, w))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:60]})") from None
+    with open_image(path) as im:
+        im.load()
+        a = pil_to_array(im, c, (h, w))
     return a if c == 1 else np.moveaxis(a, -1, 0)
 
 
 def image_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:
     """uint8 (h, w) grey or (h, w, 3) RGB -> PNG bytes, optionally enlarged by an integer factor (nearest
     neighbour)."""
-    from PIL import Image
-
     if scale > 1:
         pixels = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()

@@ -39,6 +39,7 @@ from aelab.data.pixels import (
     SHAPE,
     ResizeWarning,
     batch_shape_ok,
+    image_header,
     image_shape,
     read_image,
     shape_text,
@@ -294,8 +295,6 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _folder_source(folder: Path, resize: bool, shape: tuple[int, int, int]) -> ImageSource:
-    from PIL import Image, UnidentifiedImageError
-
     files = _image_files(folder)
     labels = classes = None
     if not files:
@@ -310,12 +309,9 @@ def _folder_source(folder: Path, resize: bool, shape: tuple[int, int, int]) -> I
         raise InputError(f"{folder}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
     resized = 0
     _, h, w = shape
-    for f in files:  # headers only: size and format, before any work is done
-        try:
-            with Image.open(f) as im:
-                size = im.size
-        except (UnidentifiedImageError, OSError) as err:
-            raise InputError(f"{f}: not an image ({type(err).__name__}); remove it from the folder") from None
+    for f in files:  # headers only: size and format, before any work is done (pixels.open_image's checks)
+        (fh, fw), _ = image_header(f)
+        size = (fw, fh)
         if size != (w, h):
             if not resize:
                 raise InputError(f"{f}: image is {size[0]}x{size[1]}, expected {w}x{h}; pass --resize to resize it")

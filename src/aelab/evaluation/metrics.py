@@ -24,7 +24,10 @@ def ssim_window(kind: str, side: int = 11) -> tuple[torch.Tensor, bool]:
     """(normalised 1-D window, use sample covariance) for ``gaussian`` (11 taps, sigma 1.5) or ``uniform7``.
 
     Images smaller than the window (``side`` pixels on their short side) get the largest odd window that fits:
-    the Gaussian cut to that many taps (same sigma, renormalised), the uniform window narrowed.
+    the Gaussian cut to that many taps (same sigma, renormalised), the uniform window narrowed. A short side of
+    1 or 2 pixels leaves a 1x1 window, whose single sample has no sample covariance: it is taken as 0 (the
+    population covariance), so that SSIM is defined (its luminance term) for any image; aelab's data loading
+    refuses such images (``data.own.MIN_SIDE``).
     """
     fit = side if side % 2 else side - 1
     if kind == "gaussian":
@@ -77,7 +80,7 @@ def ssim_per_image(x: torch.Tensor, y: torch.Tensor, window: str = "gaussian",
     with torch.autocast(x.device.type, enabled=False):  # the window sums in the inputs' precision
         stack = torch.stack([x, y, x * x, y * y, x * y])  # (5, n, 1, h, w)
         mx, my, exx, eyy, exy = (rows.T @ stack @ cols).unbind(dim=0)  # each (n, 1, h - k + 1, w - k + 1)
-    norm = k * k / (k * k - 1.0) if sample_cov else 1.0
+    norm = k * k / (k * k - 1.0) if sample_cov and k > 1 else 1.0  # one sample: no sample covariance
     vx = (exx - mx * mx) * norm
     vy = (eyy - my * my) * norm
     cxy = (exy - mx * my) * norm
@@ -118,7 +121,10 @@ def reconstruction_metrics(recon: torch.Tensor, target: torch.Tensor, batch: int
 
 def summarize(per_image: dict[str, np.ndarray], labels: np.ndarray, class_names: tuple[str, ...]
               ) -> dict[str, object]:
-    """Overall means and per-class means of per-image metrics."""
+    """Overall means and per-class means of per-image metrics (``class_names`` distinct: two classes of one name
+    would be merged into one row)."""
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class names repeat ({', '.join(class_names[:8])}...); per-class metrics need distinct names")
     overall = {k: float(np.mean(v)) for k, v in per_image.items()}
     per_class = {}
     for c in np.unique(labels):
