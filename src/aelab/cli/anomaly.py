@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from aelab.cli.options import config_options, warnings_as_lines
-from aelab.cli.use import INPUT_HELP
+from aelab.cli.use import INPUT_HELP, out_folder
 
 SCORE_CHOICES = ("auto", "mse", "ssim", "knn", "mse+knn", "ssim+knn", "elbo")
 
@@ -95,13 +95,11 @@ def score(run: str, input: str, out: str, score: str | None, quantile: float | N
 @click.command(epilog=INPUT_HELP)
 @click.argument("run", type=click.Path())
 @click.argument("input", type=str)
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="folder for the PNGs (must be new or empty, unless --force)")
+@out_folder("the PNGs")
 @click.option("--add-noise", default=None, metavar="KIND:LEVEL",
               help="corrupt the (clean) inputs first, e.g. gaussian:0.3, and write noisy | denoised | clean")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of --add-noise")
 @click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
-@click.option("--force", is_flag=True, help="replace the folder when it already holds files")
 @click.option("--resize", is_flag=True, help="resize images that are not 28x28 (with a warning)")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of the data set files")
 @click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)

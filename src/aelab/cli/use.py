@@ -25,6 +25,18 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def out_folder(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o`` (a folder for ``what``) and ``--force``, as every command that writes a folder of PNGs takes them."""
+    def options(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option("--force", is_flag=True,
+                            help="replace aelab's earlier output in the -o folder (the files it listed there); a "
+                                 "folder holding anything else is refused")(func)
+        return click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+                            help=f"folder for {what}: new or empty, unless --force; never the input, inside it or "
+                                 f"holding it")(func)
+    return options
+
+
 def _input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--resize", is_flag=True,
                         help="resize images that are not of the model's size (28x28 for the built-in data sets; with "
@@ -38,7 +50,8 @@ def _input_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("run", type=click.Path())
 @click.argument("input", type=str)
 @click.option("-o", "--out", required=True, type=click.Path(),
-              help="codes file: .npy (names/labels in a sidecar <stem>.index.csv), .csv or .parquet")
+              help="codes file: .npy (names/labels in a sidecar <stem>.index.csv), .csv or .parquet; a link is "
+                   "written through, a device or pipe written directly")
 @_input_options
 @_common
 def encode(run: str, input: str, out: str, resize: bool, data_dir: str | None, batch_size: int,
@@ -55,10 +68,8 @@ def encode(run: str, input: str, out: str, resize: bool, data_dir: str | None, b
 @click.command()
 @click.argument("run", type=click.Path())
 @click.argument("codes", type=click.Path())
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="folder for the PNG images (must be new or empty, unless --force)")
+@out_folder("the PNG images")
 @click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
-@click.option("--force", is_flag=True, help="replace the folder when it already holds files")
 @_common
 def decode(run: str, codes: str, out: str, scale: int, force: bool, batch_size: int, limit: int | None,
            quiet: bool) -> None:
@@ -73,10 +84,8 @@ def decode(run: str, codes: str, out: str, scale: int, force: bool, batch_size: 
 @click.command(epilog=INPUT_HELP)
 @click.argument("run", type=click.Path())
 @click.argument("input", type=str)
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="folder for the pairs (must be new or empty, unless --force)")
+@out_folder("the pairs")
 @click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
-@click.option("--force", is_flag=True, help="replace the folder when it already holds files")
 @_input_options
 @_common
 def reconstruct(run: str, input: str, out: str, scale: int, force: bool, resize: bool, data_dir: str | None,
@@ -92,18 +101,29 @@ def reconstruct(run: str, input: str, out: str, scale: int, force: bool, resize:
 
 @click.command()
 @click.argument("run", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "hub"]), default="onnx", show_default=True)
 @click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
-              help="folder for encoder/decoder files [default: RUN/export]")
+              help="folder for encoder/decoder files [default: RUN/export; hub: RUN/hub]")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
-def export(run: str, fmt: str, out: str | None, checkpoint: str) -> None:
-    """Export the encoder and decoder of RUN as ONNX or TorchScript files (dynamic batch axis).
+@click.option("--force", is_flag=True, help="hub: replace what aelab wrote in the -o folder before")
+def export(run: str, fmt: str, out: str | None, checkpoint: str, force: bool) -> None:
+    """Export the encoder and decoder of RUN as ONNX or TorchScript files (dynamic batch axis), or the whole
+    model in the Hugging Face Hub's format.
 
     \b
     encoder: images float32 (batch, 1, 28, 28) in [0, 1] -> codes (batch, latent)
     decoder: codes (batch, latent) -> images (batch, 1, 28, 28) in [0, 1]
     (a run on other images: their (C, H, W); RUN/export/export.json says which)
+    hub: config.json, model.safetensors and a README.md model card (architecture, data, recipe, test metrics
+    beside PCA, reconstructions, intended use), as huggingface_hub's from_pretrained expects; aelab.load(DIR)
+    loads it; 'aelab push' uploads it. The run must be evaluated (the card shows its metrics).
     """
+    if fmt == "hub":
+        from aelab.use.hub import export_hub  # lazy: keeps 'aelab --help' free of torch
+
+        done = export_hub(run, out, which=checkpoint, force=force)
+        click.echo(f"hub folder -> {done.path} ({', '.join(done.files)}; {done.parameters:,} parameters)")
+        return
     from aelab.use.export import export_run  # lazy: keeps 'aelab --help' free of torch
 
     res = export_run(run, fmt, out, which=checkpoint)
@@ -113,4 +133,23 @@ def export(run: str, fmt: str, out: str | None, checkpoint: str) -> None:
         click.echo(f"checked against PyTorch: max |difference| {worst:.2e}")
 
 
-COMMANDS = (encode, decode, reconstruct, export)
+@click.command()
+@click.argument("run", type=click.Path())
+@click.argument("repo_id")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--private", is_flag=True, default=None, help="make the repository private when it is created")
+@click.option("-m", "--message", default=None, help="the commit message")
+def push(run: str, repo_id: str, checkpoint: str, private: bool | None, message: str | None) -> None:
+    """Upload the model of RUN to the Hugging Face Hub repository REPO_ID (USER/NAME; made when missing).
+
+    RUN is a run folder (exported to the Hub's format on the way, as 'aelab export RUN --format hub') or a folder
+    that command wrote. Needs the optional package: pip install aelab[hub]; the token of 'hf auth login' or
+    HF_TOKEN. Everything before the upload is tested; the upload itself is untested (aelab's test machines have no
+    route to the Hub).
+    """
+    from aelab.use.hub import push as push_to_hub  # lazy: keeps 'aelab --help' free of torch
+
+    click.echo(f"pushed -> {push_to_hub(run, repo_id, which=checkpoint, private=private, message=message)}")
+
+
+COMMANDS = (encode, decode, reconstruct, export, push)
