@@ -19,7 +19,6 @@ from bench_common import model_flops, ratio
 
 from aelab.data import DataBundle, to_float
 from aelab.evaluation import encode_all, evaluate_run, fit_pca, reconstruct_all
-from aelab.evaluation.cache import CACHE_NAME
 from aelab.evaluation.evaluate import knn_train_indices
 from aelab.evaluation.metrics import knn_accuracy, latent_trustworthiness, reconstruction_metrics
 from aelab.models import Autoencoder
@@ -51,7 +50,7 @@ def run_evaluation(run: Run, model: Autoencoder, bundle: DataBundle, gflops: flo
                    ) -> dict[str, Any]:
     model.eval()
     run.pca.unlink(missing_ok=True)
-    (run.path / CACHE_NAME).unlink(missing_ok=True)
+    run.eval_cache.unlink(missing_ok=True)
     metrics, cold = _timed(lambda: evaluate_run(run, bundle=bundle, model=model))
     _, warm = _timed(lambda: evaluate_run(run, bundle=bundle, model=model))
     target = to_float(bundle.test.images)

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from aelab.checkpoints import load_checkpoint
 from aelab.errors import Interrupted
-from aelab.runs import Run, load_checkpoint
+from aelab.runs import Run
 from aelab.training import Trainer
 
 

@@ -19,12 +19,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aelab.checkpoints import load_checkpoint, save_checkpoint
 from aelab.config import RunConfig, resolve
 from aelab.data.idx import parse_idx
 from aelab.data.pixels import to_pixels
 from aelab.errors import AelabError, ConfigError, DataError, InputError, RunError
 from aelab.files import folder_lock
-from aelab.runs import Run, load_checkpoint, save_checkpoint
+from aelab.runs import Run
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -94,7 +95,7 @@ def test_the_config_cases_seen_as_tracebacks_or_silent_wrongs(tmp_path: Path) ->
     run.mkdir()
     (run / "config.yaml").write_text("- a list\n- not a mapping\n")
     with pytest.raises(RunError, match="mapping") as err:
-        Run.open(run).config()
+        Run(run).config()
     _one_line(err.value)
 
 
@@ -125,7 +126,7 @@ def test_random_input_arrays_become_pixels_or_give_one_line(dtype: type, shape: 
 FULL_DISK = r"""
 import resource, signal, sys, torch
 from aelab.errors import AelabError
-from aelab.runs import save_checkpoint
+from aelab.checkpoints import save_checkpoint
 path = sys.argv[1]
 save_checkpoint(path, {"w": torch.zeros(1000)}, {"epoch": 1})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)             # a write past the limit fails with EFBIG
@@ -158,7 +159,7 @@ def test_flipped_bytes_or_nan_weights_are_refused_with_one_line(tmp_path: Path) 
     with pytest.raises(RunError, match="checksum") as err:
         load_checkpoint(path)
     _one_line(err.value)
-    from aelab.runs import check_finite  # lazy: only this test needs it
+    from aelab.checkpoints import check_finite  # lazy: only this test needs it
 
     with pytest.raises(RunError, match="non-finite") as err:
         check_finite({"w": torch.tensor([1.0, float("nan")])}, path)

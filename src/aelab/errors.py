@@ -54,7 +54,9 @@ class TuneError(AelabError):
 
 
 class Interrupted(Exception):
-    """Raised after a Ctrl-C once the resumable checkpoint is written (exit code 130, like a shell)."""
+    """Raised after a Ctrl-C once what was done is kept (the resumable checkpoint in training; the trained run in
+    its evaluation); the message says how to continue. Exit code 130, like a shell; the command line gives any
+    other Ctrl-C the same code."""
 
     exit_code = 130
 

@@ -1,95 +1,45 @@
-"""The run folder: its paths, checkpoints in safetensors, and loading a trained model back.
+"""The run folder (``Run``): the name of every file in it, what makes a folder a run, and the model back.
 
-A run folder holds ``config.yaml`` (the resolved configuration), ``data.json`` (the data it was trained on:
-source, image shape, fingerprints), ``best.safetensors`` and ``last.safetensors`` (checkpoints),
-``history.csv``, ``metrics.json``, ``pca.safetensors`` (the fitted PCA baseline), ``eval-cache.safetensors``
-(results a repeated evaluation reads back), ``figures/`` and ``report.html``. Everything a person sees can be
-rebuilt from it.
+A run folder holds, each named by ``Run`` and by no other module:
+
+- ``.aelab-run``: aelab's mark, written by a new run before its first file: only a folder holding it (or a run of
+  an earlier version: ``config.yaml`` beside a checkpoint of aelab's format) is taken for a run, and only the
+  files named here are ever deleted from it (``Run.clear``, when a run that never finished an epoch restarts);
+- ``config.yaml`` (the resolved configuration), ``data.json`` (the data it was trained on: source, image shape,
+  fingerprints), ``best.safetensors`` and ``last.safetensors`` (checkpoints, ``aelab.checkpoints``),
+  ``history.csv``;
+- ``metrics.json``, ``pca.safetensors`` (the fitted PCA baseline), ``eval-cache.safetensors`` (results a
+  repeated evaluation reads back), ``figures/`` and ``report.html``;
+- after ``aelab anomaly``: ``detector.safetensors`` and ``anomaly.json``; after ``aelab explore``: ``explorer/``
+  (the 2-D maps, ``projection-<method>.npz``); and the lock, ``.aelab.lock`` (``files.folder_lock``).
+
+Everything a person sees can be rebuilt from it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import struct
+import os
+import shutil
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-
-from aelab.config import RunConfig, merge
-from aelab.errors import AelabError, RunError
-from aelab.files import LOCK_NAME, atomic_write_bytes, folder_lock, write_json
+from aelab.checkpoints import check_finite, load_checkpoint, peek, save_checkpoint
+from aelab.config import RunConfig, merge, read_config_file
+from aelab.errors import AelabError, OutputError, RunError
+from aelab.files import LOCK_NAME, folder_lock, write_json
 from aelab.models import Autoencoder, PCAModel, build_model
 
-FORMAT = "aelab-run-1"
+MARK_FORMAT = "aelab-run-folder-1"
+RECORD_TYPES: dict[str, tuple[type, type | None]] = {  # data.json: key -> (its type, the type of its items)
+    "dataset": (str, None), "source": (str, None), "shape": (list, int), "classes": (list, str),
+    "images": (dict, int), "fingerprint": (dict, str), "notes": (list, str)}
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes (in name order): what a checkpoint's header keeps
-    to notice flipped bytes, which safetensors itself does not check."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """A safetensors file: ``tensors`` plus ``meta`` (JSON-encoded in the header) and the tensors' sha256,
-    written atomically."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"format": FORMAT, "meta": json.dumps(meta), "sha256": tensors_digest(tensors)}
-    return atomic_write_bytes(path, st_save(tensors, metadata=header))
-
-
-def _header(data: bytes) -> dict[str, Any]:
-    """The ``__metadata__`` of a safetensors file held in memory (8-byte length, then the JSON header)."""
-    (length,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + length]).get("__metadata__") or {}
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, meta) of a checkpoint; ``RunError`` naming the fix when it is missing, damaged or foreign."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"checkpoint {path} does not exist; train the run first (aelab train)")
-    damaged = (f"checkpoint {path} is corrupted ({{}}); delete it and train again, or resume from "
-               f"last.safetensors")
-    data = path.read_bytes()
-    try:
-        tensors = st_load(data)
-        header = _header(data)
-    except (SafetensorError, ValueError, OSError, RuntimeError, struct.error, UnicodeDecodeError) as err:
-        raise RunError(damaged.format(str(err).splitlines()[0][:80] if str(err) else type(err).__name__)) from None
-    if header.get("format") != FORMAT:
-        raise RunError(f"checkpoint {path} is not an {FORMAT} checkpoint (format {header.get('format')!r}); "
-                       f"retrain it with this version of aelab")
-    # Checkpoints written before the checksum was kept have none; their weights are still checked for NaN below.
-    if "sha256" in header and tensors_digest(tensors) != header["sha256"]:
-        raise RunError(damaged.format("its content does not match the checksum in its header"))
-    try:
-        return tensors, json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError):
-        raise RunError(damaged.format("its description cannot be read")) from None
-
-
-def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Refuse weights holding NaN or infinities (they would decode to garbage without any error)."""
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise RunError(f"checkpoint {path} holds non-finite weights ({name}); resume from an earlier checkpoint "
-                           f"or train again")
-
-
+# ------------------------------------------------------------------------------------------ the model
 def model_from_checkpoint(path: str | Path, expect: dict[str, Any] | None = None) -> Autoencoder:
     """Rebuild the model stored in a checkpoint; ``expect`` (hparams) must match when given."""
     tensors, meta = load_checkpoint(path)
@@ -120,9 +70,18 @@ def model_from_checkpoint(path: str | Path, expect: dict[str, Any] | None = None
 class Run:
     path: Path
 
+    # ---------------------------------------------------------------------------------- the files
+    @property
+    def mark(self) -> Path:
+        return self.path / ".aelab-run"
+
     @property
     def config_file(self) -> Path:
         return self.path / "config.yaml"
+
+    @property
+    def data_record(self) -> Path:
+        return self.path / "data.json"
 
     @property
     def best(self) -> Path:
@@ -145,6 +104,10 @@ class Run:
         return self.path / "pca.safetensors"
 
     @property
+    def eval_cache(self) -> Path:
+        return self.path / "eval-cache.safetensors"
+
+    @property
     def figures(self) -> Path:
         return self.path / "figures"
 
@@ -152,6 +115,28 @@ class Run:
     def report(self) -> Path:
         return self.path / "report.html"
 
+    @property
+    def detector(self) -> Path:
+        return self.path / "detector.safetensors"
+
+    @property
+    def anomaly(self) -> Path:
+        return self.path / "anomaly.json"
+
+    @property
+    def explorer(self) -> Path:
+        return self.path / "explorer"
+
+    def projection(self, method: str) -> Path:
+        """The explorer's cached 2-D map made by ``method`` (pca, umap, tsne)."""
+        return self.explorer / f"projection-{method}.npz"
+
+    def files(self) -> tuple[Path, ...]:
+        """Every file and folder aelab writes in a run (the lock aside): all that ``clear`` may delete."""
+        return (self.mark, self.config_file, self.data_record, self.best, self.last, self.history, self.metrics,
+                self.pca, self.eval_cache, self.figures, self.report, self.detector, self.anomaly, self.explorer)
+
+    # ---------------------------------------------------------------------------------- what the folder is
     def writing(self) -> AbstractContextManager[None]:
         """The run folder's exclusive write lock (``files.folder_lock``): every writer of a run holds it."""
         return folder_lock(self.path)
@@ -160,31 +145,95 @@ class Run:
         """What the folder holds, less the lock file (empty for a new folder)."""
         return sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME) if self.path.is_dir() else []
 
+    def is_run(self) -> bool:
+        """Whether aelab made this folder: it holds aelab's mark, or (a run of an earlier version, made before the
+        mark) its ``config.yaml`` beside a checkpoint in aelab's format. A user's folder that merely holds a
+        ``config.yaml``, a ``metrics.json`` or a ``report.html`` is not a run."""
+        mark = None
+        try:
+            if self.mark.is_file():  # a small JSON file: a foreign file of that name is not read whole
+                with self.mark.open("rb") as fh:
+                    mark = json.loads(fh.read(4096))
+        except (OSError, ValueError, RecursionError):
+            pass
+        if isinstance(mark, dict) and mark.get("format") == MARK_FORMAT:
+            return True
+        return self.config_file.is_file() and any(peek(p) is not None for p in (self.last, self.best))
+
+    def start(self) -> None:
+        """Mark the folder as a run made by aelab: a new run writes this before any other file of its own."""
+        write_json(self.mark, {"format": MARK_FORMAT, "note": "made by aelab: 'aelab train --resume' continues it, "
+                                                               "a restart deletes only the files aelab wrote"})
+
+    def clear(self) -> None:
+        """Delete every file aelab writes in a run (``files``), and nothing else: a restart of a run that never
+        finished an epoch. A link among them is removed, never what it points to."""
+        for target in self.files():
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+
+    def check_place(self) -> None:
+        """``OutputError`` naming the fix when no run can be written at ``path``: a symbolic link to nothing, a
+        file, a parent that is not a folder, or a folder this process may not write in (a read-only folder or
+        file system). Cheap, and it writes nothing, so a new run checks it before loading any data."""
+        p = self.path
+        if p.is_symlink() and not p.exists():
+            raise OutputError(f"--out {p} is a symbolic link to {os.readlink(p)}, which does not exist; create the "
+                              f"folder it points to, or give another --out")
+        if p.exists() and not p.is_dir():
+            raise OutputError(f"--out {p} is a file; give a folder for the run")
+        here = p if p.exists() else next(a for a in p.absolute().parents if os.path.lexists(a))
+        if not here.is_dir():
+            what = f"a symbolic link to {os.readlink(here)}, which does not exist" if here.is_symlink() else "a file"
+            raise OutputError(f"cannot make the run folder {p}: {here} is {what}; give another --out")
+        if not os.access(here, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot make the run folder {p}: {here} is not writable (permissions or a read-only "
+                              f"file system); give an --out you can write to")
+
+    def stopped(self) -> str | None:
+        """Why training ended (completed, early-stopping, time-budget), from the last checkpoint's description;
+        None while it has not ended (or there is no checkpoint)."""
+        loop = (peek(self.last) or {}).get("loop")
+        stopped = loop.get("stopped") if isinstance(loop, dict) else None
+        return str(stopped) if stopped else None
+
+    def unfinished(self, report: bool) -> list[str]:
+        """What a run whose training ended still lacks: its metrics and, when ``report``, its report (a kill or
+        Ctrl-C during the evaluation leaves them out; ``aelab train --resume`` makes them)."""
+        wanted = (self.metrics, self.report) if report else (self.metrics,)
+        return [p.name for p in wanted if not p.is_file()]
+
     def epochs_done(self) -> int:
         """Completed epochs according to history.csv (0 when there is none)."""
-        if not self.history.is_file():
+        try:
+            lines = self.history.read_text(errors="replace").splitlines() if self.history.is_file() else []
+        except OSError:
             return 0
-        return max(0, len([line for line in self.history.read_text().splitlines() if line.strip()]) - 1)
+        return max(0, len([line for line in lines if line.strip()]) - 1)
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
-        """An existing run folder; raises ``RunError`` when it is missing or has no config."""
+        """An existing run folder; raises ``RunError`` when it is missing, has no config or is not aelab's."""
         p = Path(path)
         if not p.is_dir():
             raise RunError(f"run folder {p} does not exist; give the folder 'aelab train' printed")
         run = cls(p)
         if not run.config_file.is_file():
-            raise RunError(f"{p} is not an aelab run (no config.yaml); give the folder 'aelab train' printed")
+            raise RunError(f"{p} is not an aelab run (no {run.config_file.name}); give the folder 'aelab train' "
+                           f"printed")
+        if not run.is_run():
+            raise RunError(f"{p} is not an aelab run (no {run.mark.name} mark and no aelab checkpoint beside its "
+                           f"{run.config_file.name}); give the folder 'aelab train' printed")
         return run
 
+    # ---------------------------------------------------------------------------------- reading and writing
     def config(self) -> RunConfig:
         try:
-            data = yaml.safe_load(self.config_file.read_text()) or {}
-        except yaml.YAMLError:
-            raise RunError(f"{self.config_file} cannot be parsed; restore it or train a new run") from None
-        if not isinstance(data, dict):
-            raise RunError(f"{self.config_file} does not hold a mapping of option: value; restore it or train a new "
-                           f"run")
+            data = read_config_file(self.config_file)
+        except AelabError as err:
+            raise RunError(f"{self.config_file} cannot be read back ({err}); restore it or train a new run") from None
         try:
             return merge(RunConfig(), data, str(self.config_file)).validate()
         except AelabError as err:
@@ -203,11 +252,14 @@ class Run:
 
     def load_metrics(self) -> dict[str, Any]:
         if not self.metrics.is_file():
-            raise RunError(f"{self.path} has no metrics.json; run 'aelab evaluate {self.path}' first")
+            raise RunError(f"{self.path} has no {self.metrics.name}; run 'aelab evaluate {self.path}' first")
         try:
-            return json.loads(self.metrics.read_text())
-        except json.JSONDecodeError:
-            raise RunError(f"{self.metrics} is damaged; rebuild it with 'aelab evaluate {self.path}'") from None
+            metrics = json.loads(self.metrics.read_text())
+        except (OSError, ValueError, RecursionError):
+            metrics = None
+        if not isinstance(metrics, dict):
+            raise RunError(f"{self.metrics} is damaged; rebuild it with 'aelab evaluate {self.path}'")
+        return metrics
 
     def save_pca(self, pca: PCAModel) -> None:
         save_checkpoint(self.pca, pca.state(), {"latent": pca.latent, "shape": list(pca.shape)})
@@ -218,18 +270,45 @@ class Run:
         tensors, meta = load_checkpoint(self.pca)
         return PCAModel.from_state(tensors, tuple(meta.get("shape") or (1, 28, 28)))
 
-    @property
-    def data_record(self) -> Path:
-        return self.path / "data.json"
-
     def save_data(self, record: dict[str, Any]) -> None:
         """Keep what the run was trained on (``DataBundle.record``: source, shape, fingerprints) in data.json."""
         write_json(self.data_record, record)
 
     def load_data(self) -> dict[str, Any] | None:
-        """The run's data.json, or None (runs made before it existed, or a damaged file)."""
+        """The run's data.json, or None: for runs made before it existed, and for a damaged one (not JSON, or not
+        of the record's shape: ``RECORD_TYPES``), which a warning names; what reads it gets a valid record."""
+        if not self.data_record.is_file():
+            return None
         try:
             record = json.loads(self.data_record.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        return record if isinstance(record, dict) else None
+        except (OSError, ValueError, RecursionError) as err:
+            problem = f"not JSON: {type(err).__name__}"
+        else:
+            problem = record_problem(record)
+            if problem is None:
+                return record
+        warnings.warn(f"{self.data_record} is damaged ({problem}); it is ignored (the check that the data are "
+                      f"the ones the run was trained on is skipped): restore it, or train the run again",
+                      stacklevel=2)
+        return None
+
+
+def record_problem(record: Any) -> str | None:
+    """What makes ``record`` not a data.json record (None when it is one): a mapping whose known keys hold values
+    of their type (``RECORD_TYPES``; a missing key is allowed: earlier versions wrote fewer)."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not a mapping"
+    for key, (kind, item) in RECORD_TYPES.items():
+        if key not in record:
+            continue
+        value = record[key]
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if not isinstance(value, kind) or item is not None and any(
+                not isinstance(v, item) or isinstance(v, bool) for v in values):
+            return f"its {key!r} is not a {kind.__name__}{f' of {item.__name__}' if item else ''}"
+    shape = record.get("shape")
+    if shape is not None and (len(shape) != 3 or min(shape) < 1):
+        return f"its 'shape' {shape} is not (channels, height, width)"
+    if isinstance(record.get("images"), dict) and any(v < 0 for v in record["images"].values()):
+        return "its 'images' counts are negative"
+    return None

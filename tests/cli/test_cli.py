@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
+from aelab.checkpoints import load_checkpoint
 from aelab.config import RunConfig
-from aelab.runs import load_checkpoint
 from tests.conftest import aelab_exe
 
 QUICK = ["--train-limit", "1500", "--threads", "1", "--no-report", "-q"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import aelab.evaluation.evaluate as evaluate_mod
+from aelab.checkpoints import load_checkpoint
 from aelab.evaluation import evaluate_run
-from aelab.evaluation.cache import CACHE_NAME
-from aelab.runs import Run, load_checkpoint
+from aelab.runs import Run
 
 
 def _without_time(metrics: dict) -> dict:
@@ -53,7 +53,7 @@ def run(run_path, tmp_path) -> Run:
 
 def test_a_repeated_evaluation_reads_back_the_knn_codes_and_pcas_figures(run, monkeypatch):
     first = evaluate_run(run)
-    assert (run.path / CACHE_NAME).is_file()
+    assert (run.eval_cache).is_file()
     encodes, metrics = _counting(monkeypatch, "encode_all"), _counting(monkeypatch, "reconstruction_metrics")
     second = evaluate_run(run)
     assert encodes == [] and metrics == [1]  # only the autoencoder's reconstructions are scored again
@@ -71,7 +71,7 @@ def test_new_weights_or_a_damaged_cache_compute_again(run, monkeypatch):
     assert encodes == [1] and changed["autoencoder"]["overall"] != first["autoencoder"]["overall"]
     assert changed["pca"] == first["pca"]  # PCA's figures do not depend on the weights: read back
 
-    (run.path / CACHE_NAME).write_bytes(b"\x00garbage")
+    (run.eval_cache).write_bytes(b"\x00garbage")
     again = evaluate_run(run)
     assert encodes == [1, 1] and _close(again, first)
-    load_checkpoint(run.path / CACHE_NAME)  # rewritten whole
+    load_checkpoint(run.eval_cache)  # rewritten whole

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from aelab.runs import load_checkpoint
+from aelab.checkpoints import load_checkpoint
 from tests.conftest import aelab_exe
 
 ARGS = ["--latent", "8", "--width", "0.25", "--train-limit", "600", "--epochs", "2", "--threads", "1", "--no-report",

@@ -188,7 +188,7 @@ def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @NEEDS_BF16
 def test_bf16_training_learns_and_records_its_precision(one_batch: DataBundle, tmp_path: Path) -> None:
-    from aelab.runs import load_checkpoint
+    from aelab.checkpoints import load_checkpoint
 
     cfg = resolve("seed-64", overrides=dict(threads=1, batch_size=16, epochs=2, patience=0, lr=3e-3,
                                             precision="bf16"))

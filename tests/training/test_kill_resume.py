@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelab.runs import load_checkpoint
+from aelab.checkpoints import load_checkpoint
 from tests.conftest import aelab_exe
 
 ARGS = ["--model", "conv-modified", "--latent", "8", "--width", "0.25", "--train-limit", "600", "--batch-size", "64",

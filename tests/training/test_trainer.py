@@ -9,10 +9,11 @@ import signal
 import pytest
 import torch
 
+from aelab.checkpoints import load_checkpoint
 from aelab.config import resolve
 from aelab.data import load_dataset
 from aelab.errors import Interrupted, TrainingDiverged
-from aelab.runs import Run, load_checkpoint
+from aelab.runs import Run
 from aelab.training import Trainer
 from tests.resume import model_weights, straight_and_resumed
 

@@ -3,7 +3,8 @@
 Commands live in one module per group and do no work of their own: parse, call one function, print. Heavy
 modules (torch, the trainer) are imported inside the commands, so that ``aelab --help`` starts fast.
 User mistakes (``AelabError``) print one line ``error: ...`` and exit with their code (2 for usage errors);
-click's own usage errors exit 2 as well.
+click's own usage errors exit 2 as well. Ctrl-C exits with 130, like a shell, wherever it lands: a job that can
+be continued says how (``Interrupted``), any other moment prints one line (never click's "Aborted!" and 1).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aelab.errors import AelabError, Interrupted
 
 
 class Group(click.Group):
-    """Turns ``AelabError`` into a one-line message and its exit code, never a traceback."""
+    """Turns ``AelabError`` into a one-line message and its exit code, never a traceback; Ctrl-C into 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -27,6 +28,9 @@ class Group(click.Group):
             ctx.exit(err.exit_code)
         except Interrupted as err:
             click.echo(str(err), err=True)
+            ctx.exit(Interrupted.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
             ctx.exit(Interrupted.exit_code)
 
 

@@ -2,9 +2,9 @@
 
 Evaluating a trained run again (``aelab evaluate``, the report, a comparison) repeats work whose inputs are
 fixed: the kNN sample of training images through the same weights, and every PCA figure (PCA is fitted once
-per run). Each result is kept in ``RUN/eval-cache.safetensors`` under a key made of the sha256 of its inputs
-(weights, images, labels, seed), so new weights or changed data compute it again; a damaged or foreign cache
-file is ignored and rewritten. This saves about a third of a repeated evaluation (benchmarks/README.md).
+per run). Each result is kept in the run's evaluation cache (``Run.eval_cache``) under a key made of the sha256
+of its inputs (weights, images, labels, seed), so new weights or changed data compute it again; a damaged or
+foreign cache file is ignored and rewritten. This saves about a third of a repeated evaluation (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 
 import torch
 
+from aelab.checkpoints import load_checkpoint, save_checkpoint, tensors_digest
 from aelab.errors import OutputError, RunError
-from aelab.runs import load_checkpoint, save_checkpoint, tensors_digest
-
-CACHE_NAME = "eval-cache.safetensors"
 
 
 def digest(*tensors: torch.Tensor) -> str:

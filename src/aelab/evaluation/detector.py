@@ -4,7 +4,7 @@
 score, the validation images give the standardisation of the combined score and the threshold (a quantile of
 their scores). When validation anomalies are given too (``score="auto"``), the score with the highest
 validation AUROC becomes the detector's score; no test image is ever used. ``Detector.save(run)`` keeps it in
-``RUN/detector.safetensors`` (checksummed, atomic), which ``aelab score`` and ``aelab.load(RUN)`` read back.
+the run folder (``Run.detector``: checksummed, atomic), which ``aelab score`` and ``aelab.load(RUN)`` read back.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aelab.checkpoints import load_checkpoint, save_checkpoint
 from aelab.data import load_dataset
 from aelab.errors import ConfigError, RunError
 from aelab.evaluation.anomaly import (
@@ -28,9 +29,8 @@ from aelab.evaluation.anomaly import (
     threshold_at,
 )
 from aelab.models import Autoencoder
-from aelab.runs import Run, load_checkpoint, save_checkpoint
+from aelab.runs import Run
 
-DETECTOR_FILE = "detector.safetensors"
 DETECTOR_FORMAT = "aelab-detector-1"
 REFERENCE_LIMIT = 10_000  # training images whose codes a detector fitted on a run's own data keeps for kNN
 
@@ -64,12 +64,12 @@ class Detector:
     def save(self, run: Run) -> Path:
         tensors = {"reference": torch.from_numpy(np.ascontiguousarray(self.reference, dtype=np.float32))} \
             if self.reference is not None else {"none": torch.zeros(1)}
-        return save_checkpoint(run.path / DETECTOR_FILE, tensors, self.meta())
+        return save_checkpoint(run.detector, tensors, self.meta())
 
     @classmethod
     def load(cls, run: Run) -> Detector | None:
         """The detector stored in ``run``, or None when it has none."""
-        path = run.path / DETECTOR_FILE
+        path = run.detector
         if not path.is_file():
             return None
         tensors, meta = load_checkpoint(path)

@@ -1,9 +1,9 @@
 """A run folder -> metrics.json: test-set reconstruction metrics and latent quality, beside PCA.
 
 The PCA baseline has the run's latent size and is fitted on the run's own training split; it is stored in
-``pca.safetensors`` so that reports and comparisons reuse it. Results whose inputs do not change between two
-evaluations of a run (the kNN sample's codes, PCA's figures) are kept in ``eval-cache.safetensors``
-(``evaluation.cache``).
+the run (``Run.pca``) so that reports and comparisons reuse it. Results whose inputs do not change between two
+evaluations of a run (the kNN sample's codes, PCA's figures) are kept in its evaluation cache (``Run.eval_cache``,
+``evaluation.cache``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from aelab.checkpoints import load_checkpoint, tensors_digest
 from aelab.data import DataBundle, display, load_dataset, shape_text, to_float
 from aelab.data.noise import NoiseSpec
 from aelab.errors import RunError
-from aelab.evaluation.cache import CACHE_NAME, EvalCache, digest, weights_digest
+from aelab.evaluation.cache import EvalCache, digest, weights_digest
 from aelab.evaluation.denoise import evaluate_denoising
 from aelab.evaluation.metrics import (
     knn_accuracy,
@@ -33,7 +34,7 @@ from aelab.evaluation.passes import encode_all, encode_reconstruct_all, fit_pca
 from aelab.evaluation.vae import IWAE_IMAGES, IWAE_K, plain_section, vae_metrics
 from aelab.files import write_json
 from aelab.models import VAE, Autoencoder, PCAModel, count_parameters
-from aelab.runs import Run, load_checkpoint, tensors_digest
+from aelab.runs import Run
 
 METRICS_FORMAT = "aelab-metrics-1"
 SSIM_DEFINITION = ("SSIM: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data range 1, valid region, "
@@ -172,7 +173,7 @@ def _evaluate_run(run: Run, bundle: DataBundle | None, model: Autoencoder | None
     if pca is None or pca.latent != cfg.latent or pca.shape != bundle.shape:
         pca = fit_pca(bundle, cfg.latent)
         run.save_pca(pca)
-    results, passes = evaluate_test(model, bundle, pca, seed=cfg.seed, cache=EvalCache(run.path / CACHE_NAME))
+    results, passes = evaluate_test(model, bundle, pca, seed=cfg.seed, cache=EvalCache(run.eval_cache))
     training = _training_summary(run)
     metrics = {
         "format": METRICS_FORMAT,

@@ -6,7 +6,7 @@ split. ``score="auto"`` chooses the score by validation AUROC against the *other
 validation split carved from the full training set (never trained on, never the test set). Then the whole
 official test set is scored: C's images are normal, the other classes' are anomalies. The baselines, PCA with
 the run's latent size and an Isolation Forest on raw pixels, are fitted on the same normal training images and
-thresholded the same way. ``RUN/anomaly.json`` gets the table; ``RUN/detector.safetensors`` the detector.
+thresholded the same way. The run's ``Run.anomaly`` file gets the table, its ``Run.detector`` the detector.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from aelab.models import Autoencoder
 from aelab.runs import Run
 
 ANOMALY_FORMAT = "aelab-anomaly-1"
-ANOMALY_FILE = "anomaly.json"
 BASELINES = ("pca", "iforest")
 
 
@@ -113,7 +112,7 @@ def _evaluate(run: Run, full: DataBundle | None, bundle: DataBundle | None, mode
         "methods": methods,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    write_json(run.path / ANOMALY_FILE, result)
+    write_json(run.anomaly, result)
     detector.save(run)
     passes = OneClassPasses(images=test.images, labels=test.labels.numpy(), is_anomaly=y, scores=scores,
                             thresholds=thresholds, detector=detector)

@@ -1,5 +1,10 @@
 """The jobs behind ``aelab train``: a new run (train, evaluate, report), a resumed one, and ``ensure_run``.
 
+A new run goes only into a new or empty folder, or one holding a run (``Run.is_run``: aelab's mark) that never
+finished an epoch, which is started again: then exactly the files aelab writes in a run (``Run.files``) are
+deleted, nothing of anyone else's. A resumed run continues its training where it stopped, or, when its training
+had ended but the evaluation or report had not (killed or interrupted there), makes what is missing.
+
 Experiments (the tuned model's retraining, the study) are made of many runs; rerunning one must not redo the
 runs that are done. ``ensure_run`` is that rule for one folder: skip it when finished, resume it when
 interrupted, train it when new.
@@ -17,11 +22,11 @@ from typing import Any
 from aelab.config import RunConfig, dump_yaml
 from aelab.data import SHAPE, load_dataset, shape_text
 from aelab.data.own import check_enough, is_own
-from aelab.errors import ConfigError, RunError
+from aelab.errors import ConfigError, Interrupted, RunError
 from aelab.evaluation import evaluate_run, evaluate_run_passes
 from aelab.files import atomic_write_text
 from aelab.report import write_report
-from aelab.runs import Run, load_checkpoint
+from aelab.runs import Run
 from aelab.training import Trainer
 from aelab.training.distributed import make_trainer
 
@@ -31,21 +36,16 @@ def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
     return Path(root) / name
 
 
-# The files a run folder holds; a restart removes these and nothing else.
-RUN_FILES = ("config.yaml", "data.json", "best.safetensors", "last.safetensors", "history.csv", "metrics.json",
-             "pca.safetensors", "eval-cache.safetensors", "report.html", "figures")
-
-
 def _restart_needed(run: Run) -> bool:
-    """Whether ``run.path`` may take a new run: no when it holds someone else's files or a run with finished
-    epochs (``RunError`` naming the fix); True when it holds a run that never finished an epoch (killed,
-    crashed or diverged in its first epoch), which is started again; False for a new or empty folder."""
-    if run.path.exists() and not run.path.is_dir():
-        raise RunError(f"{run.path} is a file; give a folder for the run with --out")
+    """Whether ``run.path`` may take a new run: no when it cannot be written, holds files that aelab did not make
+    a run of, or holds a run with finished epochs (an ``AelabError`` naming the fix); True when it holds a run
+    that never finished an epoch (killed, crashed or diverged in its first epoch), which is started again; False
+    for a new or empty folder. Reads only: nothing is written or deleted here."""
+    run.check_place()
     entries = run.entries()
     if not entries:
         return False
-    if not run.config_file.is_file():
+    if not run.is_run():
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise RunError(f"{run.path} already holds files that are not an aelab run ({shown}); give a new or empty "
                        f"folder with --out")
@@ -82,15 +82,14 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
     with run.writing():
         if _restart_needed(run):  # again under the lock: another process may have started in between
             warnings.warn(f"{run.path} held a run that never finished an epoch; starting it again", stacklevel=2)
-            for name in RUN_FILES:
-                target = run.path / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            run.clear()
         try:
             trainer = make_trainer(cfg, run, bundle=bundle, progress=progress)  # several processes: DDP
         except BaseException:
             if created:
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
+        run.start()  # aelab's mark first: from here on the folder is a run, which only aelab's files belong to
         atomic_write_text(run.config_file, dump_yaml(cfg))
         run.save_data(bundle.record())
         return _finish(run, trainer, evaluate)
@@ -99,7 +98,8 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
 def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True,
                evaluate: bool = True) -> tuple[Run, dict[str, Any] | None]:
     """Continue an interrupted run exactly where it stopped; a run stopped before its first checkpoint is
-    trained from the start (the seed makes that the same run)."""
+    trained from the start (the seed makes that the same run). A run whose training ended but whose evaluation
+    or report is missing (killed or interrupted there) gets them; a run with nothing missing is refused."""
     run = Run.open(path)
     cfg = run.config()
     for key, value in (overrides or {}).items():
@@ -108,6 +108,14 @@ def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progre
                            f"config, or start a new run")
         setattr(cfg, key, value)
     with run.writing():
+        stopped = run.stopped()
+        if stopped:
+            missing = run.unfinished(cfg.report) if evaluate else []
+            if not missing:
+                rest = "" if evaluate else f" (its metrics: 'aelab evaluate {run.path}')"
+                raise RunError(f"run {run.path} already finished ({stopped}); start a new run to train more{rest}")
+            warnings.warn(f"{run.path} finished training ({stopped}) but has no {' or '.join(missing)}; making them "
+                          f"now", stacklevel=2)
         fresh = not run.last.is_file()
         if fresh:
             warnings.warn(f"{run.path} stopped before its first checkpoint; training it from the start",
@@ -117,13 +125,18 @@ def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progre
 
 
 def _finish(run: Run, trainer: Trainer, evaluate: bool) -> tuple[Run, dict[str, Any] | None]:
-    trainer.fit()
+    if not trainer.state.stopped:  # a resumed run whose training had ended goes straight to what is missing
+        trainer.fit()
     if not evaluate:
         return run, None
-    # The report reuses the data in memory and the evaluation's test passes: nothing is loaded or encoded twice.
-    metrics, passes = evaluate_run_passes(run, bundle=trainer.bundle)
-    if trainer.cfg.report:
-        write_report(run, bundle=trainer.bundle, passes=passes)
+    try:
+        # The report reuses the data in memory and the evaluation's test passes: nothing is loaded or encoded twice.
+        metrics, passes = evaluate_run_passes(run, bundle=trainer.bundle)
+        if trainer.cfg.report:
+            write_report(run, bundle=trainer.bundle, passes=passes)
+    except KeyboardInterrupt:  # Ctrl-C here: the trained run is kept whole (every file is written atomically)
+        raise Interrupted(f"interrupted during the evaluation; the training is finished and kept: make the metrics "
+                          f"and the report with 'aelab train --resume {run.path}'") from None
     return run, metrics
 
 
@@ -145,7 +158,7 @@ def ensure_run(cfg: RunConfig, path: str | Path, progress: bool = True
     """(run, metrics, what was done: trained / resumed / evaluated / skipped) for ``cfg`` in ``path``."""
     path = Path(path)
     cfg = dataclasses.replace(cfg, name=path.name)
-    if not (path / "config.yaml").is_file():
+    if not Run(path).is_run():
         run, metrics = train_job(cfg, path, progress=progress)
         assert metrics is not None
         return run, metrics, "trained"
@@ -157,7 +170,7 @@ def ensure_run(cfg: RunConfig, path: str | Path, progress: bool = True
                            f"the experiment somewhere else")
         if run.metrics.is_file():
             return run, run.load_metrics(), "skipped"
-        if run.last.is_file() and load_checkpoint(run.last)[1].get("loop", {}).get("stopped"):
+        if run.stopped():
             metrics = evaluate_run(run)
             if cfg.report:
                 write_report(run)

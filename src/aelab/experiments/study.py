@@ -37,6 +37,7 @@ from aelab.experiments.study_records import RECORDED, make_record, matching
 from aelab.experiments.tune import TuneSettings, load_space, tune
 from aelab.files import atomic_write_bytes, atomic_write_text, write_json
 from aelab.report.compare import run_row, write_comparison
+from aelab.runs import Run
 
 COMPARE_LATENTS = (64, 128)
 PAIRED_PREFIX = "fmnist-modified-beside-tune-"  # part 1's own run of the recipe (``plan``)
@@ -258,10 +259,10 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
 def _finished(step: Step, runs: Path) -> bool:
     """Whether a step's run (a tuning step: its study's summary and retrained run) is complete on disk."""
     if not step.tuned:
-        return (runs / step.name / "metrics.json").is_file()
+        return Run(runs / step.name).metrics.is_file()
     try:
         summary = json.loads((runs / step.name / "summary.json").read_text())
-        return (Path(summary["retrained"]["run"]) / "metrics.json").is_file()
+        return Run(Path(summary["retrained"]["run"])).metrics.is_file()
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

@@ -50,8 +50,10 @@ class Explorer:
         # (n, 5, 28, 28) intermediates stop fitting in cache); float32 is within 4e-6 of the float64 figure
         self.ssim = torch.cat([ssim_per_image(recon[i:i + 256], pixels[i:i + 256])
                                for i in range(0, len(pixels), 256)]).numpy()
+        run = self.model.run  # the run folder aelab.load read: it names the file each map is cached in
         self.map: Projection = project(self.codes.numpy(), projection, labels=self.labels,
-                                       cache_dir=None if test_limit else self.run / "explorer", seed=0, threads=threads)
+                                       cache=run.projection if run is not None and not test_limit else None,
+                                       seed=0, threads=threads)
         self.recon_u8 = display(to_u8(recon))
         self.flat = pixels.reshape(len(pixels), -1).contiguous()
         self.flat_sq = (self.flat ** 2).sum(1)

@@ -13,9 +13,10 @@ Methods (``project(codes, method)``):
   nearest neighbours on the map, and a new code is placed at the weighted mean of the map positions of its 8
   nearest neighbours in latent space. ``auto`` picks UMAP when installed, else t-SNE.
 
-Every map is computed once and cached in the run folder as ``RUN/explorer/projection-<method>.npz``
-(written atomically), keyed by a SHA-256 of the codes it was computed from: a retrained run or another
-data set gets a new map, never a stale one. A read-only run folder only costs the cache (one warning).
+Every map is computed once and cached in the run folder, in the file the run names for it (``cache(method)``:
+``TrainedModel.run.projection``; written atomically), keyed by a SHA-256 of the codes it was computed from: a
+retrained run or another data set gets a new map, never a stale one. A read-only run folder only costs the cache
+(one warning).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,8 +148,9 @@ def resolve_method(method: str, latent: int) -> str:
 
 
 def project(codes: np.ndarray, method: str = "pca", *, labels: np.ndarray | None = None,
-            cache_dir: str | Path | None = None, seed: int = 0, threads: int = 1) -> Projection:
-    """The 2-D map of ``codes`` (n, latent) by ``method`` (see the module docstring), cached in ``cache_dir``.
+            cache: Callable[[str], Path] | None = None, seed: int = 0, threads: int = 1) -> Projection:
+    """The 2-D map of ``codes`` (n, latent) by ``method`` (see the module docstring), cached in the file
+    ``cache(method)`` (the run's, ``Run.projection``; None: not cached).
 
     ``threads`` bounds the OpenMP/BLAS threads of scikit-learn and UMAP: with torch loaded there are two
     OpenMP runtimes in the process, and unbounded they oversubscribe the cores (t-SNE of 100 codes: 5.4 s
@@ -164,7 +167,7 @@ def project(codes: np.ndarray, method: str = "pca", *, labels: np.ndarray | None
         jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, len(codes))
         return Projection("line", np.c_[codes[:, 0], labels + jitter].astype(np.float32), codes)
     key = codes_key(codes)
-    path = Path(cache_dir) / f"projection-{method}.npz" if cache_dir is not None else None
+    path = Path(cache(method)) if cache is not None else None
     cached = _read_cache(path, key) if path is not None else None
     if cached is not None:
         return Projection(method, cached["points"], codes, cached.get("mean"), cached.get("components"),

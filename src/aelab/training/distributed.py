@@ -47,11 +47,12 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 from torch.nn.parallel import DistributedDataParallel
 
+from aelab.checkpoints import load_checkpoint
 from aelab.config import RunConfig
 from aelab.data import DataBundle
 from aelab.device import cores
 from aelab.errors import AelabError, ConfigError, RunError, one_line
-from aelab.runs import Run, load_checkpoint
+from aelab.runs import Run
 from aelab.training.trainer import LoopState, Trainer
 
 TIMEOUT = timedelta(minutes=30)  # a collective waiting longer than this fails instead of hanging
@@ -254,7 +255,9 @@ def make_trainer(cfg: RunConfig, run: Run, **kwargs: Any) -> Trainer:
 def follow() -> None:
     """Ranks other than 0: train the run rank 0 trains; nothing is read from or written to its folder here."""
     try:
-        DistributedTrainer(None, None, progress=False).fit()
+        trainer = DistributedTrainer(None, None, progress=False)
+        if not trainer.state.stopped:  # ended: rank 0 only evaluates what is missing (experiments.jobs.resume_job)
+            trainer.fit()
     except RuntimeError as err:
         if not lost_contact(err):
             raise

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from aelab.checkpoints import load_checkpoint, save_checkpoint
 from aelab.config import RunConfig
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.data.noise import TRAIN_STREAM, VAL_STREAM, NoiseSpec, corrupt_images, generator_for
@@ -29,7 +30,7 @@ from aelab.device import CoreShare, select_device, select_precision
 from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
 from aelab.files import atomic_write_text
 from aelab.models import Autoencoder, build_model, inference_batch, inference_copy, is_convolutional, padding_note
-from aelab.runs import Run, load_checkpoint, save_checkpoint
+from aelab.runs import Run
 from aelab.training.losses import make_loss
 from aelab.training.optim import make_optimizer, make_scheduler
 from aelab.training.state import flatten_state, unflatten_state

@@ -86,6 +86,8 @@ class TrainedModel(OutlierMixin):
         (3, 784)
     """
 
+    run: Run | None = None  # the run folder it was loaded from (aelab.load; Run names its files), else None
+
     def __init__(self, model: Autoencoder, *, classes: tuple[str, ...] | None = None, source: str | None = None,
                  device: str | torch.device | None = None, batch_size: int = DEFAULT_BATCH,
                  config: Any = None, detector: Detector | None = None):
@@ -281,6 +283,8 @@ def load(run: str | os.PathLike, which: str = "best", device: str | None = "cpu"
     record = r.load_data() or {}
     classes = DATASETS[cfg.dataset].classes if cfg.dataset in DATASETS else \
         tuple(record["classes"]) if isinstance(record.get("classes"), list) else None
-    return TrainedModel(model, classes=classes, source=str(run), device=dev, batch_size=batch_size, config=cfg,
-                        detector=Detector.load(r))
+    trained = TrainedModel(model, classes=classes, source=str(run), device=dev, batch_size=batch_size, config=cfg,
+                           detector=Detector.load(r))
+    trained.run = r
+    return trained
 

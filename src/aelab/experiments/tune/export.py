@@ -28,6 +28,7 @@ from aelab.experiments.tune.settings import TuneSettings
 from aelab.experiments.tune.storage import fail_stale_trials
 from aelab.files import atomic_write_bytes, atomic_write_text, write_json
 from aelab.report.compare import Column, csv_text, markdown_table
+from aelab.runs import Run
 
 PLOTS = ("history", "importances", "parallel")
 
@@ -164,7 +165,7 @@ def export(settings: TuneSettings, study: optuna.Study) -> dict[str, Any]:
         # find the run done (ensure_run skips it), so the best trial is retrained once.
         with FileLock(out / ".retrain.lock"):
             folder = out / f"best-trial-{best.number:04d}"
-            if settings.progress and not (folder / "metrics.json").is_file():
+            if settings.progress and not Run(folder).metrics.is_file():
                 print(f"retraining trial {best.number} on the full budget ({cfg.epochs} epochs"
                       f"{f', {cfg.train_limit} images' if cfg.train_limit else ''})", file=sys.stderr)
             run, metrics, how = ensure_run(cfg, folder, progress=settings.progress)
