@@ -162,6 +162,8 @@ def test_encode_never_writes_over_its_input_file(run_path: Path, tmp_path: Path)
     np.save(tmp_path / "x.npy", x[:8])
     before = (tmp_path / "x.npy").read_bytes()
     one_line_error(cli("encode", run_path, tmp_path / "x.npy", "-o", tmp_path / "x.npy", "-q"), "input")
+    (tmp_path / "link.npy").symlink_to("x.npy")
+    one_line_error(cli("score", run_path, tmp_path / "link.npy", "-o", tmp_path / "x.npy", "-q"), "input")
     assert (tmp_path / "x.npy").read_bytes() == before
 
 
@@ -420,3 +422,28 @@ def test_staged_folders_land_in_the_real_folder_or_refuse_in_one_line(
         assert not real.exists(), "a folder made for a failed job was left behind"
     if kind in ("ours", "ours-and-foreign") and outcome != "written":
         assert (real / "old.png").read_bytes() == b"aelab's"
+
+
+LOCK_KINDS = ["new", "folder", "link", "dangling", "loop", "file", "fifo", "under-a-file", "lock-is-a-folder"]
+
+
+@FUZZ
+@given(kind=st.sampled_from(LOCK_KINDS), nested=st.booleans())
+def test_the_folder_lock_is_taken_in_the_real_folder_or_refused_in_one_line(
+        kind: str, nested: bool, tmp_path_factory: pytest.TempPathFactory) -> None:
+    base = tmp_path_factory.mktemp("lock")
+    folder = make_folder(base, {"folder": "empty", "lock-is-a-folder": "empty"}.get(kind, kind))
+    if kind == "lock-is-a-folder":
+        (folder / LOCK_NAME).mkdir()
+    links = snapshot_links(base)
+    try:
+        with folder_lock(folder):
+            if nested:
+                with folder_lock(folder):  # re-entrant in a process
+                    pass
+            real = Path(os.path.realpath(folder))
+            assert (real / LOCK_NAME).is_file() and str(os.getpid()) in (real / LOCK_NAME).read_text()
+    except AelabError as err:
+        assert "\n" not in str(err) and str(err)
+        assert kind not in ("new", "folder", "link"), (kind, err)
+    assert snapshot_links(base) == links
