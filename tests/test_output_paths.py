@@ -249,6 +249,15 @@ def test_evaluate_and_report_on_a_read_only_run_are_one_line(run_path: Path, tmp
             assert "writable" in line, line
 
 
+def test_export_into_a_place_it_cannot_make_is_one_line(run_path: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    one_line_error(cli("export", run_path, "-o", tmp_path / "file" / "onnx"), "is a file")
+    one_line_error(cli("export", run_path, "-o", tmp_path / "dangling"), "does not exist")
+    with read_only_copy(run_path, tmp_path) as view:  # the default: RUN/export
+        one_line_error(cli("export", view), str(view / "export"))
+
+
 # ------------------------------------------------------------------------------------------ properties
 KINDS = ["new", "regular", "link", "relative-link", "link-chain", "dangling", "loop", "fifo", "device", "folder",
          "under-a-file", "new-folder-in-new-folder"]

@@ -112,6 +112,17 @@ def check_apart(out: str | os.PathLike, inputs: Iterable[object]) -> None:
             raise OutputError(f"{out} holds the input {given}; choose an -o that does not contain it")
 
 
+def make_folder(path: str | os.PathLike) -> Path:
+    """The folder ``path`` (links followed), made if needed; one line (``OutputError``) when it cannot be."""
+    real = write_target(path, folder=True)
+    try:
+        real.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot make the folder {path}: {err.strerror or err}; fix the permissions or give "
+                          f"another path") from None
+    return real
+
+
 def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """A new empty temporary file beside the real target of ``path`` (its folder made if needed), with the usual
     permissions, for ``move_into_place``; in the temporary folder when the target is a device or a FIFO."""
@@ -174,7 +185,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
         return path
     tmp = None
     try:
-        tmp = temp_beside(target)
+        tmp = temp_beside(path)
         with tmp.open("wb") as fh:
             write(fh)
             fh.flush()

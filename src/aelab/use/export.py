@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aelab.errors import ExportError, OutputError
-from aelab.files import move_into_place, temp_beside
+from aelab.errors import ExportError
+from aelab.files import make_folder, move_into_place, temp_beside
 from aelab.models import VAE, Autoencoder
 from aelab.runs import Run
 
@@ -138,9 +138,7 @@ def export_model(model: Autoencoder, out_dir: str | os.PathLike, fmt: str = "onn
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose onnx or torchscript")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} is a file; give a folder for the exported models")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)  # links followed; a file, a dangling link or a read-only place: one line
     enc, dec = parts(model)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(8, *model.image_shape, generator=g)
