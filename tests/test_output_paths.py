@@ -179,7 +179,7 @@ def test_force_replaces_only_what_aelab_wrote(run_path: Path, tmp_path: Path, co
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     one_line_error(cli(command, run_path, "fashion-mnist:test", "-o", out, "--limit", 3, "--force", "-q"),
-                   "notes.txt", "did not write")
+                   "notes.txt", "not among the files aelab wrote")
     assert sorted(os.listdir(out)) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
     # aelab's own earlier output is replaced whole, and listed
     fresh = tmp_path / "fresh"

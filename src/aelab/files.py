@@ -242,8 +242,9 @@ class StagedDir:
         foreign = sorted(e for e in entries if e not in ours or not self._is_file(e))
         if foreign:
             more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-            raise OutputError(f"{self.given} holds {foreign[0]!r}{more}, which aelab did not write; --force replaces "
-                              f"only aelab's own output: move those or choose another -o folder")
+            raise OutputError(f"{self.given} holds {foreign[0]!r}{more}, not among the files aelab wrote there (listed "
+                              f"in {OUTPUT_LIST}); --force replaces only those: move the others or choose another -o "
+                              f"folder")
 
     def _entries(self) -> list[str]:
         if not self.final.is_dir():
