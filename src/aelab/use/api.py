@@ -39,6 +39,7 @@ from aelab.errors import InputError, RunError
 from aelab.evaluation.detector import Detector
 from aelab.models import VAE, Autoencoder, build_model, inference_batch, inference_copy, is_convolutional, prior_codes
 from aelab.runs import Run
+from aelab.use.hub import is_hub_folder, read_hub
 from aelab.use.outliers import OutlierMixin
 
 DEFAULT_BATCH = 1024
@@ -263,7 +264,9 @@ def _collect(batches: Iterator[torch.Tensor], shape: tuple[int, ...]) -> torch.T
 
 def load(run: str | os.PathLike, which: str = "best", device: str | None = "cpu",
          batch_size: int = DEFAULT_BATCH) -> TrainedModel:
-    """The trained model of the run folder ``run`` (``which``: "best" or "last" checkpoint).
+    """The trained model of the run folder ``run`` (``which``: "best" or "last" checkpoint), or of a folder in the
+    Hugging Face Hub's format (``aelab export RUN --format hub``, or a download of one; it holds one checkpoint,
+    so ``which`` does not apply).
 
     ``device``: "cpu" (default), "cuda", "mps" or "auto" (the fastest there is).
 
@@ -276,6 +279,10 @@ def load(run: str | os.PathLike, which: str = "best", device: str | None = "cpu"
     """
     if which not in ("best", "last"):
         raise InputError(f"unknown checkpoint {which!r}; use 'best' or 'last'")
+    if is_hub_folder(run):
+        hub = read_hub(run)
+        return TrainedModel(hub.model, classes=hub.classes, source=str(run), device=select_device(device or "cpu"),
+                            batch_size=batch_size, config=hub.config)
     r = Run.open(run)
     cfg = r.config()
     model = r.load_model(which)
