@@ -144,9 +144,7 @@ def test_a_killed_trial_is_marked_failed_and_the_study_goes_on(tmp_path: Path) -
     time.sleep(5)  # the heartbeat grace period (4 s) passes
 
     runner = CliRunner()
-    args = cmd[cmd.index("tune"):]
-    args[args.index("--epochs") + 1] = "1"
-    result = runner.invoke(main, args)
+    result = runner.invoke(main, cmd[cmd.index("tune"):])  # the same budget: another one is refused
     assert result.exit_code == 0, result.output
     got = [(t.number, t.state.name) for t in trials(out)]
     assert got == [(0, "FAIL"), (1, "COMPLETE")]
@@ -282,3 +280,28 @@ def test_the_study_space_is_packaged_focused_and_every_trial_of_it_is_valid() ->
             assert (cfg.width, cfg.batch_size) == (width, batch)
     with pytest.raises(ConfigError, match="unknown packaged search space 'nope'"):
         load_space(None, base, "nope")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true"])
+def test_an_in_memory_sqlite_storage_is_refused_before_any_trial(tmp_path: Path, url: str) -> None:
+    """Issue 29, case 9: each worker thread got its own empty database (tracebacks, exit 0, nothing kept)."""
+    with pytest.raises(ConfigError, match=r"in-memory SQLite .*sqlite:///.*study\.db.* journal file") as err:
+        tune(settings(tmp_path, trials=1, storage=url))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "study").exists()
+    result = CliRunner().invoke(main, ["tune", "--storage", url, "--out", str(tmp_path / "cli"), "--trials", "1"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "in-memory" in result.output, result.output
+    assert not (tmp_path / "cli").exists()
+
+
+def test_a_study_continued_with_another_trial_budget_is_refused(tmp_path: Path) -> None:
+    """Issue 29, case 7: trials of 1 epoch and trials of 3 were ranked together in one study."""
+    tune(settings(tmp_path, trials=1))
+    for changed, words in (({"trial_epochs": 3}, "epochs 1, this call with 3"),
+                           ({"trial_train_limit": 400}, "train-limit 800, this call with 400"),
+                           ({"trial_minutes": 5.0}, "max-minutes None, this call with 5.0")):
+        with pytest.raises(ConfigError, match=f"study 's' trained its trials with {words}") as err:
+            tune(settings(tmp_path, trials=2, **changed))
+        assert "\n" not in str(err.value) and "another --study name" in str(err.value)
+    assert len(trials(tmp_path / "study")) == 1  # nothing ran
+    assert tune(settings(tmp_path, trials=2, jobs=2))["trials"]["complete"] == 2  # the same budget continues

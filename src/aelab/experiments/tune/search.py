@@ -34,6 +34,7 @@ from aelab.experiments.tune.export import export
 from aelab.experiments.tune.settings import TuneSettings
 from aelab.experiments.tune.storage import (
     FINISHED,
+    check_storage,
     count_finished,
     describe,
     enqueue_base,
@@ -79,6 +80,7 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
     summary.json)."""
     quiet_optuna()
     settings.validate()
+    check_storage(settings)  # before the data is read
     trial_cfg = settings.trial_config({})
     bundle = load_dataset(trial_cfg.dataset, **trial_cfg.data_kwargs())
     if len(bundle.val) == 0:

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aelab.config import RunConfig, merge
+from aelab.config import MAX_MINUTES, RunConfig, merge
 from aelab.device import cores
 from aelab.errors import ConfigError
+from aelab.experiments.jobs import MACHINE_KEYS
 from aelab.experiments.tune.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
 OBJECTIVES = ("ssim", "loss")
+MAX_JOBS = 256     # worker processes on one machine
 TIME_STEPS = 10  # a trial with a budget in minutes reports to the pruner after each tenth of it
 
 
@@ -73,6 +75,14 @@ class TuneSettings:
         cfg = merge(self.base, budget, "the trial budget")
         return merge(cfg, params, "the search space").validate()
 
+    def budget(self) -> dict[str, Any]:
+        """What a trial's score depends on besides its searched options: its configuration less those options, the
+        trial's name and the machine's settings (``MACHINE_KEYS``), with the data set by name (a shared study's
+        workers may keep the same images at other paths). Only trials of one budget may be ranked together."""
+        cfg = self.trial_config({})
+        skip = {*self.space.names, *MACHINE_KEYS, "name"}
+        return {k: v for k, v in cfg.to_dict().items() if k not in skip} | {"dataset": cfg.dataset_name}
+
     def best_config(self, params: dict[str, Any]) -> RunConfig:
         """The full-budget configuration with a trial's options: what ``best.yaml`` holds."""
         return merge(dataclasses.replace(self.base, name=None), params, "the best trial").validate()
@@ -80,7 +90,7 @@ class TuneSettings:
     def validate(self) -> TuneSettings:
         checks = [
             (self.trials >= 1, f"--trials {self.trials}: use at least 1"),
-            (self.jobs >= 1, f"--jobs {self.jobs}: use at least 1"),
+            (1 <= self.jobs <= MAX_JOBS, f"--jobs {self.jobs}: use 1 to {MAX_JOBS} worker processes"),
             (self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}"),
             (self.pruner in PRUNERS, f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}"),
             (self.objective in OBJECTIVES,
@@ -88,8 +98,9 @@ class TuneSettings:
             (self.trial_epochs is None or self.trial_epochs >= 1, "--trial-epochs: use at least 1"),
             (self.trial_train_limit is None or self.trial_train_limit >= 1, "--trial-train-limit: use at least 1"),
             (self.trial_minutes is None or self.trial_minutes > 0, "--trial-minutes: use a number of minutes > 0"),
-            (self.timeout_minutes is None or self.timeout_minutes > 0, "--timeout: use a number of minutes > 0"),
-            (self.heartbeat >= 1, "--heartbeat: use at least 1 second"),
+            (self.timeout_minutes is None or 0 < self.timeout_minutes <= MAX_MINUTES,
+             f"--timeout: use a number of minutes in (0, {MAX_MINUTES}]"),
+            (1 <= self.heartbeat <= 3600, "--heartbeat: use 1 to 3600 seconds"),
             (self.base.val_fraction > 0, "tuning scores trials on the validation split; use --val-fraction > 0"),
             (bool(self.study.strip()), "--study: give the study a name"),
         ]

@@ -9,18 +9,17 @@ not in the middle of a study.
 from __future__ import annotations
 
 import inspect
-import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from aelab.config import RunConfig, fields_by_name, merge
 from aelab.errors import AelabError, ConfigError
 from aelab.models import MODELS
+from aelab.option_files import load_yaml, read_options_file
 
 DEFAULT_SPACE = "search_space.yaml"
 # The packaged spaces by name: the default one, and the focused one the study's tuning steps search.
@@ -242,15 +241,7 @@ def parse_space(data: Any, source: str, base: RunConfig | None = None) -> Search
 
 
 def read_space_file(path: str | Path) -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"search space file {p} does not exist; give a .yaml or .toml file")
-    try:
-        text = p.read_text()
-        return tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"search space file {p} cannot be parsed ({first}); fix its syntax") from None
+    return read_options_file(path, "search space file")
 
 
 def load_space(path: str | Path | None = None, base: RunConfig | None = None, packaged: str = "default"
@@ -262,5 +253,5 @@ def load_space(path: str | Path | None = None, base: RunConfig | None = None, pa
             raise ConfigError(f"unknown packaged search space {packaged!r}; choose one of: "
                               f"{', '.join(PACKAGED_SPACES)}")
         text = resources.files("aelab.experiments.tune").joinpath(PACKAGED_SPACES[packaged]).read_text()
-        return parse_space(yaml.safe_load(text), f"({packaged})", base)
+        return parse_space(load_yaml(text), f"({packaged})", base)
     return parse_space(read_space_file(path), str(path), base)

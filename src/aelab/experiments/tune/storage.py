@@ -5,6 +5,8 @@ Which storage a study uses:
 - ``--storage URL`` (``postgresql+psycopg://user:password@host/db``, the ``postgres`` extra installs the
   driver; any SQLAlchemy URL Optuna takes): Optuna's ``RDBStorage``, shared by workers on any number of
   machines. PostgreSQL takes row locks, so workers never wait for one another's writes.
+  An in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``) is refused: each worker process would
+  get its own, and nothing would be kept.
 - no ``--storage``: ``<out>/study.journal``, Optuna's ``JournalStorage`` on a ``JournalFileBackend``: an
   append-only log guarded by a file lock, safe for any number of worker processes on this machine
   (``--jobs N``, or several ``aelab tune`` started on one folder), where SQLite would answer "database is
@@ -21,6 +23,7 @@ Optuna's own ``fail_stale_trials`` and retry callback work on it unchanged.
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
 import re
 import time
@@ -44,6 +47,8 @@ from aelab.experiments.tune.settings import TuneSettings
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_RETRY = 2       # a killed trial is queued again at most this often
 HEARTBEAT_KEY = "aelab:heartbeat"
+BUDGET_KEY = "budget"  # the study's trial budget (TuneSettings.budget), recorded by the call that made the study
+TRIAL_FLAGS = {"epochs": "trial-epochs", "train_limit": "trial-train-limit", "max_minutes": "trial-minutes"}
 
 
 def quiet_optuna() -> None:
@@ -159,13 +164,28 @@ def _open_rdb(url: str, settings: TuneSettings, retry: RetryHeartbeatStaleTrialC
     raise AssertionError("unreachable")
 
 
+def check_storage(settings: TuneSettings) -> None:
+    """Refuse, before any work, a ``--storage`` that is no database URL or that cannot hold a study: an in-memory
+    SQLite database lives in one process only (every worker would get its own) and keeps nothing."""
+    if not settings.storage:
+        return
+    url = _url(settings.storage)
+    if url is None:
+        raise StorageError(f"cannot open the study storage {hidden_password(settings.storage)!r}: not a database "
+                           f"URL; give one like postgresql+psycopg://user:password@host:5432/db")
+    db = url.database or ""
+    if url.drivername.startswith("sqlite") and (db in ("", ":memory:") or db.startswith("file::memory:") or
+                                                "mode=memory" in db or url.query.get("mode") == "memory"):
+        raise ConfigError(f"--storage {settings.storage}: an in-memory SQLite database keeps nothing and is not "
+                          f"shared by the worker processes; give a file (sqlite:///{settings.out.resolve()}/study.db) "
+                          f"or leave --storage out for the journal file {settings.out / 'study.journal'}")
+
+
 def open_storage(settings: TuneSettings) -> BaseStorage:
     """The study's storage (see the module's description), with heartbeats and the retry of killed trials."""
     retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     if settings.storage:
-        if _url(settings.storage) is None:
-            raise StorageError(f"cannot open the study storage {hidden_password(settings.storage)!r}: not a database "
-                               f"URL; give one like postgresql+psycopg://user:password@host:5432/db")
+        check_storage(settings)
         return _open_rdb(settings.storage, settings, retry)
     legacy = settings.out / "study.db"
     if legacy.is_file():
@@ -256,7 +276,25 @@ def open_study(settings: TuneSettings, storage: BaseStorage) -> tuple[optuna.Stu
     if created or "objective" not in study.user_attrs:
         study.set_user_attr("objective", settings.objective)
         study.set_user_attr("space", settings.space.to_dict())
+    check_budget(settings, study)
     return study, created
+
+
+def check_budget(settings: TuneSettings, study: optuna.Study) -> None:
+    """Optuna ranks every trial of a study together, so a study's trials must share one budget (``TuneSettings.
+    budget``): the study records it when it is made (or when one made before this check is continued) and a
+    call with another budget is refused, naming the first difference."""
+    budget = json.loads(json.dumps(settings.budget()))  # as the storage gives it back
+    recorded = study.user_attrs.get(BUDGET_KEY)
+    if recorded is None:
+        study.set_user_attr(BUDGET_KEY, budget)
+        return
+    for key in [k for k in budget if k in recorded]:  # an option searched by one call only: the space's business
+        old, new = recorded[key], budget[key]
+        if old != new:
+            raise ConfigError(f"study {settings.study!r} trained its trials with {key.replace('_', '-')} {old!r}, this "
+                              f"call with {new!r}: Optuna would rank them together; give the same budget (e.g. "
+                              f"--{TRIAL_FLAGS.get(key, key.replace('_', '-'))} {old}) or another --study name")
 
 
 def enqueue_base(settings: TuneSettings, study: optuna.Study) -> dict[str, Any] | None:
