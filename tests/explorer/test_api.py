@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from sklearn.decomposition import PCA
 from starlette.applications import Starlette
@@ -245,6 +248,13 @@ BAD = [
       "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, 400),
     ("bad invert", "POST", "/api/encode?invert=maybe", {"content": b"x"}, 400),
     ("index out of range", "GET", "/api/images/10000", {}, 404),
+    # issue 29, case 10: the router's int convertor raised past 4,300 digits (a 500); the app reads the index now
+    ("index of 5,000 digits", "GET", "/api/points/" + "9" * 5000, {}, 400),
+    ("image index of 4,301 digits", "GET", "/api/images/" + "1" * 4301, {}, 400),
+    ("index not a number", "GET", "/api/points/abc", {}, 400),
+    ("index in Arabic digits", "GET", "/api/points/\u0661\u0662", {}, 400),
+    ("negative index", "GET", "/api/images/-1", {}, 404),
+    ("query integer of 5,000 digits", "GET", "/api/neighbours", {"params": {"index": "9" * 5000}}, 400),
     ("bad image kind", "GET", "/api/images/1", {"params": {"kind": "other"}}, 400),
     ("neighbour index out of range", "GET", "/api/neighbours", {"params": {"index": 10_000}}, 400),
     ("k not a number", "GET", "/api/neighbours", {"params": {"index": 1, "k": "many"}}, 400),
@@ -273,6 +283,22 @@ def test_malformed_requests_get_a_4xx_with_a_one_line_json_message(client16: Tes
     assert r.status_code == 200
     assert np.abs(read_png(r.content).astype(int) - decoded_u8(truth["model"], code[None])[0]).max() <= 1
     assert client16.get("/api/info").json()["points"] == 10_000
+
+
+@settings(max_examples=40, deadline=None)
+@given(segment=st.text(max_size=30) | st.from_regex(r"[+-]?[0-9]{1,30}", fullmatch=True),
+       param=st.sampled_from(["index", "k", "a", "steps", "n", "seed"]), value=st.text(max_size=30))
+def test_no_path_or_query_value_gets_a_500(client16: TestClient, segment: str, param: str, value: str) -> None:
+    """Every request the client can send is answered with a 2xx, 304 or 4xx, never a 500."""
+    quoted = urllib.parse.quote(segment, safe="")
+    for method, path, params in (("GET", f"/api/points/{quoted}", {}), ("GET", f"/api/images/{quoted}", {}),
+                                 ("GET", "/api/neighbours", {"index": "1", param: value}),
+                                 ("GET", "/api/interpolate", {"a": "0", "b": "1", param: value}),
+                                 ("GET", "/api/sample", {param: value})):
+        r = client16.request(method, path, params=params)
+        assert r.status_code < 500, (path, params, r.status_code, r.text[:200])
+        if r.status_code >= 400:
+            assert "\n" not in r.json()["error"]
 
 
 def test_error_messages_name_the_problem(client16: TestClient) -> None:

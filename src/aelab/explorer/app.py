@@ -56,6 +56,7 @@ from aelab.explorer.checks import (
     parse_code_text,
     parse_codes,
     read_body,
+    whole_number,
 )
 from aelab.explorer.engine import DecodeBatcher, Explorer, png_grey
 
@@ -135,13 +136,16 @@ def create_app(run: str | os.PathLike, *, max_upload_bytes: int = 1_000_000, max
         Query(request, ())
         return Response(ex.projection_json, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
+    def path_index(request: Request) -> int:  # the route takes text: the router's int convertor could raise (a 500)
+        return ex.check_index(whole_number(request.path_params["index"], "index"))
+
     async def point(request: Request) -> Response:
         Query(request, ())
-        return JSONResponse(ex.point(ex.check_index(request.path_params["index"])))
+        return JSONResponse(ex.point(path_index(request)))
 
     async def image(request: Request) -> Response:
         kind = Query(request, ("kind",)).choice("kind", ("input", "reconstruction"))
-        i = ex.check_index(request.path_params["index"])
+        i = path_index(request)
         etag = f'"{ex.token}-{i}-{kind}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if request.headers.get("if-none-match") == etag:
@@ -225,7 +229,7 @@ def create_app(run: str | os.PathLike, *, max_upload_bytes: int = 1_000_000, max
         return _error(500, f"internal error ({type(err).__name__}); the server's log has the details")
 
     api = [Route("/api/info", info), Route("/api/projection", projection_),
-           Route("/api/points/{index:int}", point), Route("/api/images/{index:int}", image),
+           Route("/api/points/{index}", point), Route("/api/images/{index}", image),
            Route("/api/neighbours", neighbours), Route("/api/decode", decode_get, methods=["GET"]),
            Route("/api/decode", decode_post, methods=["POST"]), Route("/api/lift", lift),
            Route("/api/interpolate", interpolate), Route("/api/encode", encode, methods=["POST"]),

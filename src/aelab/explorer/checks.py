@@ -1,7 +1,8 @@
 """The explorer's input checks: every bad request becomes an ``ApiError`` with a one-line message.
 
 Latent codes (wrong length, non-numbers, NaN, infinities, values beyond +-1e6), query parameters (unknown
-names, repeats, out-of-range numbers), request bodies (empty, over the size limit, whatever Content-Length
+names, repeats, out-of-range numbers), path parameters (read here, not by the router: its integer convertor
+raised past 4,300 digits, a 500), request bodies (empty, over the size limit, whatever Content-Length
 claims: the body is counted as it arrives) and uploaded images (not an image, larger than 4096 pixels a side)
 are refused with a 4xx and ``{"error": "..."}``; nothing a client sends reaches the model unchecked.
 """
@@ -24,6 +25,7 @@ from aelab.errors import InputError
 MAX_ABS_CODE = 1e6    # latent values beyond are refused; the largest test code of a trained latent-16 run: 32
 MAX_IMAGE_SIDE = 4096  # uploads larger than this (either side) are refused before their pixels are decoded
 MAX_STEPS, MAX_K = 64, 64
+MAX_DIGITS = 18  # a whole number in a request has at most this many digits (int() refuses past 4,300: a 500)
 
 
 class ApiError(Exception):
@@ -88,6 +90,17 @@ def checked(z: np.ndarray, what: str) -> torch.Tensor:
     return torch.from_numpy(z.astype(np.float32))
 
 
+def whole_number(raw: str, name: str) -> int:
+    """``raw`` (a query or path parameter) as an int: ASCII digits with an optional sign, at most ``MAX_DIGITS``
+    of them; anything else raises ApiError(400)."""
+    digits = raw[1:] if raw[:1] in ("-", "+") else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise ApiError(400, f"{name} must be a whole number, not {raw[:40]!r}")
+    if len(digits) > MAX_DIGITS:
+        raise ApiError(400, f"{name} has {len(digits):,} digits; it must be a whole number of at most {MAX_DIGITS}")
+    return int(raw)
+
+
 def parse_code_text(text: str, latent: int) -> torch.Tensor:
     """``z=0.1,-2,3.5`` (one code, comma-separated) -> float32 (1, latent)."""
     parts = text.split(",")
@@ -126,11 +139,7 @@ class Query:
         return value
 
     def integer(self, name: str, default: int | None, lo: int, hi: int) -> int:
-        raw = self.text(name, None if default is None else str(default))
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ApiError(400, f"{name} must be a whole number, not {raw[:40]!r}") from None
+        value = whole_number(self.text(name, None if default is None else str(default)), name)
         if not lo <= value <= hi:
             raise ApiError(400, f"{name} must lie in {lo}..{hi}, not {value}")
         return value
@@ -148,9 +157,9 @@ class Query:
 
 async def read_body(request: Request, limit: int, what: str = "body") -> bytes:
     """The request body, refused with 413 as soon as it passes ``limit`` bytes (whatever Content-Length says)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the {what} is {int(declared):,} bytes; at most {limit:,} are accepted")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > MAX_DIGITS or int(declared) > limit):
+        raise ApiError(413, f"the {what} is {declared[:24]} bytes; at most {limit:,} are accepted")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
