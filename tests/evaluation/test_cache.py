@@ -45,6 +45,20 @@ def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return calls
 
 
+def _scoring(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Calls of the pass that computes per-image metrics (a pass asked for reconstructions only is not counted)."""
+    calls: list[int] = []
+    real = evaluate_mod.reconstruction_pass
+
+    def counted(*args, **kwargs):
+        if kwargs.get("metrics", True):
+            calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "reconstruction_pass", counted)
+    return calls
+
+
 @pytest.fixture()
 def run(run_path, tmp_path) -> Run:
     shutil.copytree(run_path, tmp_path / "run")
@@ -54,7 +68,7 @@ def run(run_path, tmp_path) -> Run:
 def test_a_repeated_evaluation_reads_back_the_knn_codes_and_pcas_figures(run, monkeypatch):
     first = evaluate_run(run)
     assert (run.eval_cache).is_file()
-    encodes, metrics = _counting(monkeypatch, "encode_all"), _counting(monkeypatch, "reconstruction_metrics")
+    encodes, metrics = _counting(monkeypatch, "encode_all"), _scoring(monkeypatch)
     second = evaluate_run(run)
     assert encodes == [] and metrics == [1]  # only the autoencoder's reconstructions are scored again
     assert second["pca"] == first["pca"] and _close(second, first)

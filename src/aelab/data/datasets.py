@@ -4,7 +4,8 @@ the user's own images (``data.own``), and the splits every data set gets (``load
 Discovery order (DESIGN.md): an explicit ``data_dir``, the ``AELAB_DATA_DIR`` environment variable, the user
 cache (``~/.cache/aelab``), the Debian package location ``/usr/share/datasets/fashion-mnist``, and last a
 download from the official mirrors into the user cache. Every file is checked against the official sha256 of
-its *uncompressed* content before use. The whole data set lives in memory as uint8 tensors.
+its *uncompressed* content before use. The built-in data sets live in memory as uint8 tensors; the user's own
+images too, unless they are read from disk batch by batch (``data.stream``: a split then holds an ``ImageStore``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from aelab.data.idx import cache_dir, download_file, read_idx
 from aelab.data.own import check_side, conform, is_own, load_own
 from aelab.data.pixels import SHAPE, as_nchw, image_shape, shape_text
+from aelab.data.stream import ImageStore
 from aelab.errors import DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -135,7 +137,9 @@ def find_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
 # --------------------------------------------------------------------------------------------- the data set
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 (n, H, W) grey, (n, C, H, W) colour; (n, 28, 28) for the built-in data sets
+    # uint8 (n, H, W) grey, (n, C, H, W) colour; (n, 28, 28) for the built-in data sets. A data set read from disk
+    # holds an ImageStore (data.stream): store[idx] gathers those images into a tensor of the same layout.
+    images: torch.Tensor | ImageStore
     labels: torch.Tensor  # (n,) int64
 
     def __len__(self) -> int:
@@ -209,14 +213,16 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
                  val_fraction: float = 0.1, seed: int = 0, classes: Sequence[str | int] | None = None,
                  train_limit: int | None = None, test_limit: int | None = None, download: bool = True,
                  image_size: int | None = None, channels: int | None = None, test_fraction: float = 0.2,
-                 progress: bool = True) -> DataBundle:
+                 progress: bool = True, stream: bool | None = None) -> DataBundle:
     """Load, verify and split a data set: a built-in one by name, or the user's own images (``folder:PATH``,
     ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``: ``data.own``). ``train_limit``/``test_limit`` take a seeded
-    slice (for quick runs); ``image_size`` and ``channels`` convert the images (``data.own.conform``)."""
+    slice (for quick runs); ``image_size`` and ``channels`` convert the images (``data.own.conform``). ``stream``:
+    the user's own images read from disk batch by batch (True), into memory (False), or by their size (None:
+    ``data.stream``, ``AELAB_STREAM``); the built-in data sets are always in memory."""
     notes: list[str] = []
     if is_own(name):
         own = load_own(name, image_size=image_size, channels=channels, test_fraction=test_fraction,
-                       progress=progress)
+                       progress=progress, stream=stream)
         train_x, train_y, test_x, test_y, names = own.train_x, own.train_y, own.test_x, own.test_y, own.classes
         source, fingerprint, notes = own.source, {"files": own.files_key, "content": own.content}, own.notes
     else:
@@ -231,9 +237,9 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
     keep = resolve_classes(classes, names)
     if keep is not None:
         m = np.isin(train_y, keep)
-        train_x, train_y = train_x[m], train_y[m]
+        train_x, train_y = _rows(train_x, m), train_y[m]
         m = np.isin(test_y, keep)
-        test_x, test_y = test_x[m], test_y[m]
+        test_x, test_y = _rows(test_x, m), test_y[m]
     tr, va = split_indices(len(train_y), val_fraction, seed)
     if train_limit is not None:
         tr = tr[np.sort(np.random.default_rng(seed + 1).permutation(len(tr))[:train_limit])]
@@ -243,7 +249,9 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
         test_idx = np.sort(np.random.default_rng(seed + 2).permutation(len(test_y))[:test_limit])
     shape = image_shape(train_x.shape[1:]) if train_x.ndim == 4 else SHAPE
 
-    def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
+    def split(x: np.ndarray | ImageStore, y: np.ndarray, idx: np.ndarray) -> Split:
+        if isinstance(x, ImageStore):  # a view: nothing read
+            return Split(x.subset(idx, squeeze=True), torch.from_numpy(y[idx].astype(np.int64)))
         x = x[idx]
         if x.ndim == 4 and x.shape[1] == 1:
             x = x[:, 0]  # grey images stay (n, H, W), as the built-in ones
@@ -254,6 +262,13 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
                       shape=shape, fingerprint=fingerprint, notes=notes)
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (n, H, W) or (n, C, H, W) -> float32 (n, C, H, W) in [0, 1] (C = 1 for grey)."""
+def _rows(x: np.ndarray | ImageStore, keep: np.ndarray) -> np.ndarray | ImageStore:
+    return x.subset(keep) if isinstance(x, ImageStore) else x[keep]
+
+
+def to_float(images: torch.Tensor | ImageStore) -> torch.Tensor:
+    """uint8 (n, H, W) or (n, C, H, W) -> float32 (n, C, H, W) in [0, 1] (C = 1 for grey). A store (``data.stream``)
+    is read whole: pass it a batch (``store[i:j]``) instead."""
+    if isinstance(images, ImageStore):
+        images = images[:]
     return as_nchw(images).to(torch.float32).div_(255.0)

@@ -17,9 +17,13 @@ the usual ``DataBundle`` of them (validation split, class subsets, limits).
   folder that cannot be written keeps its cache in the user cache (``~/.cache/aelab/own/``). Array files are
   read as they are (they hold decoded pixels already).
 - **Memory.** A data set whose uint8 pixels would not fit in the memory available now is refused, naming the
-  size, before anything is decoded (a streaming loader is not there yet); an array file is counted as it is
+  size, before anything is decoded, unless it is read from disk (the next point); an array file is counted as it is
   stored (its headers' shapes and types) plus its conversion, and ``conform`` counts its own copies (the other
   channels, the resized images) before it makes them.
+- **From disk.** A folder or a uint8 ``.npy`` whose pixels exceed a quarter of the memory available (or any,
+  with ``AELAB_STREAM=1``) is read from disk batch by batch (``data.stream``): the ``.npy`` memory-mapped as it is,
+  the folder decoded on every core into a cache of ``.npy`` shards (``PATH/.aelab-cache/<options>.shards/``,
+  ``data.shards``) after checking the disk's free space. The splits then hold an ``ImageStore``, not a tensor.
 - **Size.** Images smaller than ``MIN_SIDE`` pixels on a side are refused: SSIM's smallest window is 3x3.
 - **Fingerprints.** ``files`` (names, sizes, times: the cache key) and ``content`` (sha256 of the decoded pixels,
   labels and class names): a run records both, and ``aelab evaluate`` warns when the content changed.
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +41,19 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from aelab.data import arrays, folders
+from aelab.data import arrays, folders, shards
 from aelab.data.idx import cache_dir
 from aelab.data.pixels import pil_to_array, shape_text
+from aelab.data.stream import (  # available_memory, size_text: owned there, used here too
+    ImageStore,
+    available_memory,
+    digest_parts,
+    forced,
+    layout_of,
+    open_npy,
+    size_text,
+    wanted,
+)
 from aelab.errors import DataError, OutputError
 from aelab.files import atomic_write_with
 
@@ -88,32 +101,13 @@ def is_own(spec: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ memory
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation now (Linux: MemAvailable; else the free pages)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def size_text(n: int) -> str:
-    """Bytes in words: '78.4 kB', '1.2 GB'."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def check_memory(label: str, n: int, need: int, what: str, fix: str, how: str = "as uint8") -> None:
     """``DataError`` naming the size when ``need`` bytes (``n`` images, ``what``) exceed the memory available."""
     free = available_memory()
     if need > free:
         raise DataError(f"{label}: {n:,} images{what} need {size_text(need)} of memory {how}, more than the "
-                        f"{size_text(free)} available; {fix} (aelab has no streaming loader yet)")
+                        f"{size_text(free)} available; {fix} (image folders and uint8 .npy files are read from disk "
+                        f"batch by batch instead unless AELAB_STREAM=0)")
 
 
 def check_side(label: str, size: tuple[int, int], image_size: int | None) -> None:
@@ -168,8 +162,8 @@ def content_digest(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.
                    classes: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for a in (x, y, x_test, y_test):
-        h.update(f"{a.dtype}|{a.shape}|".encode())
-        h.update(np.ascontiguousarray(a).data)
+        for part in digest_parts(a):  # a memory-mapped store (data.stream): chunk by chunk, the same digest
+            h.update(part)
     h.update("\n".join(classes).encode())
     return h.hexdigest()
 
@@ -216,27 +210,34 @@ def write_cache(paths: list[Path], data: dict[str, np.ndarray], meta: dict[str, 
 
 
 # ------------------------------------------------------------------------------------------ the sources
-def _load_folder(root: Path, image_size: int | None, channels: int | None, test_fraction: float, progress: bool
-                 ) -> OwnData:
+def _load_folder(root: Path, image_size: int | None, channels: int | None, test_fraction: float, progress: bool,
+                 stream: bool | None = None) -> OwnData:
     layout = folders.scan(root)
     split = "test/" if layout.test is not None else f"fraction {test_fraction:g}"
     options = f"|size={image_size}|channels={channels}|test={split}|{CACHE_FORMAT}"
     key = hashlib.sha256((folders.files_key(layout) + options).encode()).hexdigest()
     tag = f"{'s' + str(image_size) if image_size else 'own'}-{'c' + str(channels) if channels else 'auto'}"
     paths = _cache_paths(root, tag)
-    for path in paths:
+    shard_dirs = [p.with_suffix(".shards") for p in paths]
+    for path in paths if forced(stream) is not True else ():
         hit = read_cache(path, key)
         if hit is not None:
             a, meta = hit
             return OwnData(a["train_x"], a["train_y"], a["test_x"], a["test_y"], tuple(meta["classes"]), str(root),
                            key, meta["content"], [f"decoded images read from the cache {path}"])
+    for folder in shard_dirs:  # decoded earlier into shards, to be read from disk (data.shards)
+        cached = shards.open_cache(folder, key)
+        if isinstance(cached, shards.ShardCache):
+            return _from_shards(cached, str(root), key, stream)
     size, found = folders.inspect(layout.files, image_size)
     check_side(str(root), size, image_size)
     c = channels or found
     shape = (c, *size)
+    if wanted(len(layout.files) * int(np.prod(shape)), stream):
+        return _build_shards(layout, shards.cache_folder(shard_dirs), key, shape, test_fraction, progress, stream)
     check_memory(str(root), len(layout.files), len(layout.files) * int(np.prod(shape)), f" of {shape_text(shape)}",
                  "give a smaller --image-size, or fewer images")
-    x = folders.decode(layout.files, c, size, progress, desc=f"decode {root.name}")
+    x = shards.decode_all(layout.files, c, size, progress, desc=f"decode {root.name}")  # on every core
     n = len(layout.train)
     train_x, test_x = x[:n], x[n:]
     train_y, test_y = layout.train_labels, layout.test_labels
@@ -252,6 +253,56 @@ def _load_folder(root: Path, image_size: int | None, channels: int | None, test_
     written = write_cache(paths, dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y), meta)
     notes.append(f"cached in {written}" if written else "no cache written (no folder could be written)")
     return OwnData(train_x, train_y, test_x, test_y, layout.classes, str(root), key, content, notes)
+
+
+def _build_shards(layout: folders.FolderLayout, folder: Path, key: str, shape: tuple[int, int, int],
+                  test_fraction: float, progress: bool, stream: bool | None) -> OwnData:
+    """A folder decoded into a cache of shards on disk (``data.shards``), read from there batch by batch."""
+    train, train_y, test, test_y = layout.train, layout.train_labels, layout.test, layout.test_labels
+    notes = []
+    if test is None or test_y is None:  # the same seeded split as in memory: the same images, the same digest
+        tr, te = seeded_test_split(len(train), test_fraction, str(layout.root))
+        train, test, train_y, test_y = [train[i] for i in tr], [train[i] for i in te], train_y[tr], train_y[te]
+        notes.append(f"test split: {len(te):,} of {len(train) + len(test):,} images ({test_fraction:g}, seed "
+                     f"{TEST_SEED})")
+    cache = shards.build(folder, key, str(layout.root), train, train_y, test, test_y, layout.classes, shape,
+                         content_digest, progress)
+    data = _from_shards(cache, str(layout.root), key, stream)
+    data.notes += notes
+    return data
+
+
+def _from_shards(cache: shards.ShardCache, source: str, key: str, stream: bool | None) -> OwnData:
+    """A shard cache as a data set: memory-mapped, or read into memory when it is small enough now."""
+    train_x: np.ndarray | ImageStore = cache.train
+    test_x: np.ndarray | ImageStore = cache.test
+    if not wanted(cache.train.nbytes + cache.test.nbytes, stream):
+        train_x, test_x = cache.train.take(slice(None)), cache.test.take(slice(None))
+    return OwnData(train_x, cache.train_y, test_x, cache.test_y, cache.classes, source, key,  # type: ignore[arg-type]
+                   cache.content, list(cache.notes))
+
+
+def _map_npy(path: Path, image_size: int | None, channels: int | None, test_fraction: float,
+             stream: bool | None) -> OwnData | None:
+    """A .npy of uint8 images memory-mapped as it is (``data.stream``) when it is to be read from disk; else None
+    (read into memory). A file shorter than its header says is a ``DataError`` either way."""
+    mapped = open_npy(path, "restore it, or start again on the file as it is now")
+    if mapped is None or not wanted(mapped.end - mapped.offset, stream):
+        return None
+    store = ImageStore([mapped], layout_of(mapped.shape) or "nchw")
+    c, h, w = store.image_shape
+    if (channels or c) != c or (image_size or h, image_size or w) != (h, w):
+        raise DataError(f"{path}: --image-size/--channels convert images in memory, but this file is read from disk "
+                        f"as it is; save it at the size and channels to train on, or set AELAB_STREAM=0")
+    check_side(str(path), (h, w), image_size)
+    (y,), classes = arrays.to_labels([(None, len(store), str(path))], None)  # one class, as read_npy
+    tr, te = seeded_test_split(len(store), test_fraction, str(path))
+    x, x_test = store.subset(tr), store.subset(te)
+    notes = [f"memory-mapped from {path} (read batch by batch)",
+             f"test split: {len(te):,} of {len(store):,} images ({test_fraction:g}, seed {TEST_SEED})"]
+    key = hashlib.sha256(f"{path.resolve()}|{folders.file_stamp(path)}\n".encode()).hexdigest()
+    content = content_digest(x, y[tr], x_test, y[te], classes)  # type: ignore[arg-type]
+    return OwnData(x, y[tr], x_test, y[te], classes, str(path), key, content, notes)  # type: ignore[arg-type]
 
 
 def _array_headers(kind: str, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -285,9 +336,12 @@ def _check_array_memory(kind: str, path: Path, channels: int | None, image_size:
 
 
 def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | None, test_fraction: float,
-                 progress: bool) -> OwnData:
+                 progress: bool, stream: bool | None = None) -> OwnData:
     if kind in ("npz", "npy") and not path.is_file():
         raise DataError(f"{path}: no such file; give --dataset {kind}:PATH with the path of a .{kind} file")
+    mapped = _map_npy(path, image_size, channels, test_fraction, stream) if kind == "npy" else None
+    if mapped is not None:
+        return mapped
     _check_array_memory(kind, path, channels, image_size)
     data = {"npz": arrays.read_npz, "npy": arrays.read_npy, "idx": arrays.read_idx_set}[kind](path)
     label = str(path)
@@ -309,13 +363,14 @@ def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | 
 
 
 def load_own(spec: str, *, image_size: int | None = None, channels: int | None = None, test_fraction: float = 0.2,
-             progress: bool = True) -> OwnData:
-    """The images of ``spec`` (``folder:PATH``, ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``), decoded."""
+             progress: bool = True, stream: bool | None = None) -> OwnData:
+    """The images of ``spec`` (``folder:PATH``, ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``), decoded; ``stream``:
+    read from disk batch by batch (True), into memory (False), or by their size (None: ``data.stream``)."""
     kind, path = parse_spec(spec)
     if kind == "folder":
-        data = _load_folder(path, image_size, channels, test_fraction, progress)
+        data = _load_folder(path, image_size, channels, test_fraction, progress, stream)
     else:
-        data = _load_arrays(kind, path, image_size, channels, test_fraction, progress)
+        data = _load_arrays(kind, path, image_size, channels, test_fraction, progress, stream)
     if channels is not None and data.shape[0] != channels:  # a cache made with other options cannot get here
         raise DataError(f"{spec}: images of {data.shape[0]} channels after conversion to {channels}; report this")
     return data

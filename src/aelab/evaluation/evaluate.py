@@ -18,19 +18,27 @@ import numpy as np
 import torch
 
 from aelab.checkpoints import load_checkpoint, tensors_digest
-from aelab.data import DataBundle, display, load_dataset, shape_text, to_float
+from aelab.data import DataBundle, display, load_dataset, shape_text
 from aelab.data.noise import NoiseSpec
 from aelab.errors import RunError
-from aelab.evaluation.cache import EvalCache, digest, weights_digest
+from aelab.evaluation.cache import EvalCache, weights_digest
 from aelab.evaluation.denoise import evaluate_denoising
 from aelab.evaluation.metrics import (
     knn_accuracy,
     latent_trustworthiness,
-    reconstruction_metrics,
     ssim_window,
     summarize,
 )
-from aelab.evaluation.passes import encode_all, encode_reconstruct_all, fit_pca
+from aelab.evaluation.passes import (
+    PixelRows,
+    encode_all,
+    fit_pca,
+    images_digest,
+    keeps_reconstructions,
+    pca_codes,
+    reconstruction_pass,
+    subset,
+)
 from aelab.evaluation.vae import IWAE_IMAGES, IWAE_K, plain_section, vae_metrics
 from aelab.files import write_json
 from aelab.models import VAE, Autoencoder, PCAModel, count_parameters
@@ -74,7 +82,7 @@ def knn_train_indices(n: int, seed: int, sample: int = KNN_TRAIN_SAMPLE) -> np.n
 
 def _latent_quality(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray, bundle: DataBundle,
                     seed: int) -> dict[str, float]:
-    test_pixels = bundle.test.images.reshape(len(bundle.test), -1).numpy().astype(np.float32) / 255.0
+    test_pixels = PixelRows(bundle.test.images)  # read for the images trustworthiness samples only
     return {"knn5": knn_accuracy(train_codes, train_labels, test_codes, bundle.test.labels.numpy()),
             "trustworthiness": latent_trustworthiness(test_pixels, test_codes, seed=seed)}
 
@@ -84,8 +92,10 @@ class TestPasses:
     """The test split as evaluation saw it, for the report to reuse instead of a second pass over the data."""
 
     codes: np.ndarray      # (n, latent) float32, the autoencoder's codes
-    recon: np.ndarray      # (n, H, W) grey / (n, H, W, C) colour float32 in [0, 1], the autoencoder's reconstructions
-    pca_recon: np.ndarray  # the same layout, PCA's reconstructions
+    # (n, H, W) grey / (n, H, W, C) colour float32 in [0, 1], the autoencoder's and PCA's reconstructions; None
+    # when a large test split's would take more than passes.KEEP_BYTES (the evaluation keeps only per-image values)
+    recon: np.ndarray | None
+    pca_recon: np.ndarray | None
     ssim: np.ndarray       # (n,) per-image SSIM (headline definition) of ``recon``
     ssim_pca: np.ndarray   # (n,) the same for ``pca_recon``
     pca: PCAModel
@@ -95,44 +105,46 @@ def evaluate_test(model: Autoencoder, bundle: DataBundle, pca: PCAModel, seed: i
                   cache: EvalCache | None = None) -> tuple[dict[str, Any], TestPasses]:
     """Test-set metrics of ``model`` and of ``pca``, overall and per class, and their latent quality; with the
     per-image results they were computed from. ``cache``: the run folder's results of earlier evaluations (the
-    kNN sample's codes under these weights, PCA's metrics), used when their inputs are the same."""
+    kNN sample's codes under these weights, PCA's metrics), used when their inputs are the same. The test images
+    are read a chunk at a time (``passes.reconstruction_pass``): memory holds codes and per-image values, and the
+    reconstructions only for a test split small enough (``passes.keeps_reconstructions``)."""
     cache = cache or EvalCache(None)
-    target = to_float(bundle.test.images)
     labels = bundle.test.labels.numpy()
     out: dict[str, Any] = {}
     per_image: dict[str, dict[str, np.ndarray]] = {}
-    recons: dict[str, torch.Tensor] = {}
-    test_codes_ae, recons["autoencoder"] = encode_reconstruct_all(model, bundle.test.images)
-    recons["pca"] = pca.reconstruct(bundle.test.images)
+    keep = keeps_reconstructions(len(bundle.test), bundle.shape)
+    ae = reconstruction_pass(model, bundle.test.images, keep=keep)
     knn = knn_train_indices(len(bundle.train), seed)
-    knn_images, knn_labels = bundle.train.images[knn], bundle.train.labels.numpy()[knn]
-    inputs = {"knn_images": digest(knn_images, bundle.train.labels[knn]), "seed": seed, "classes": bundle.classes,
-              "test": digest(bundle.test.images, bundle.test.labels)}
+    knn_images, knn_labels = subset(bundle.train.images, knn), bundle.train.labels.numpy()[knn]
+    inputs = {"knn_images": images_digest(knn_images, bundle.train.labels[knn]), "seed": seed,
+              "classes": bundle.classes, "test": images_digest(bundle.test.images, bundle.test.labels)}
 
     ae_key = {"weights": weights_digest(model), "knn_images": inputs["knn_images"]}
     hit = cache.get("autoencoder_knn_codes", ae_key)
     train_codes = hit[0]["codes"] if hit else encode_all(model, knn_images)
     if not hit:
         cache.put("autoencoder_knn_codes", ae_key, {"codes": train_codes})
-    per_image["autoencoder"] = reconstruction_metrics(recons["autoencoder"], target)
+    per_image["autoencoder"] = ae.metrics
     out["autoencoder"] = summarize(per_image["autoencoder"], labels, bundle.classes)
     out["autoencoder"]["overall"].update(
-        _latent_quality(train_codes.numpy(), knn_labels, test_codes_ae.numpy(), bundle, seed))
+        _latent_quality(train_codes.numpy(), knn_labels, ae.codes.numpy(), bundle, seed))
 
     pca_key = {"pca": tensors_digest(pca.state()), **inputs}
     hit = cache.get("pca_metrics", pca_key)
+    pca_pass = reconstruction_pass(pca, bundle.test.images, keep=keep, metrics=not hit) if keep or not hit else None
     if hit:  # PCA's figures depend only on its fit and the data: read back, with the per-image SSIM the report needs
         out["pca"], per_image["pca"] = hit[1], {"ssim": hit[0]["ssim"].numpy()}
     else:
-        per_image["pca"] = reconstruction_metrics(recons["pca"], target)
+        assert pca_pass is not None
+        per_image["pca"] = pca_pass.metrics
         out["pca"] = summarize(per_image["pca"], labels, bundle.classes)
-        out["pca"]["overall"].update(_latent_quality(pca.encode(knn_images).numpy(), knn_labels,
-                                                     pca.encode(bundle.test.images).numpy(), bundle, seed))
+        out["pca"]["overall"].update(_latent_quality(pca_codes(pca, knn_images), knn_labels,
+                                                     pca_pass.codes.numpy(), bundle, seed))
         cache.put("pca_metrics", pca_key, {"ssim": torch.from_numpy(per_image["pca"]["ssim"])}, out["pca"])
     cache.save()
-    passes = TestPasses(codes=test_codes_ae.numpy(), recon=display(recons["autoencoder"]),
-                        pca_recon=display(recons["pca"]), ssim=per_image["autoencoder"]["ssim"],
-                        ssim_pca=per_image["pca"]["ssim"], pca=pca)
+    passes = TestPasses(codes=ae.codes.numpy(), recon=display(ae.recon) if ae.recon is not None else None,
+                        pca_recon=display(pca_pass.recon) if pca_pass and pca_pass.recon is not None else None,
+                        ssim=per_image["autoencoder"]["ssim"], ssim_pca=per_image["pca"]["ssim"], pca=pca)
     return out, passes
 
 

@@ -168,7 +168,7 @@ def gather_views(inputs: RunInputs, bundle: DataBundle | None = None, passes: Te
     images = display(bundle.test.images.numpy().astype(np.float32) / 255.0)
     decode = _decoder(inputs.model)
     labels, classes = bundle.test.labels.numpy(), bundle.classes
-    if passes is not None and len(passes.codes) == len(images):
+    if passes is not None and passes.recon is not None and len(passes.codes) == len(images):
         return SplitViews(images=images, labels=labels, class_names=classes, codes=passes.codes, ae=passes.recon,
                           pca=passes.pca_recon, ssim_ae=passes.ssim, ssim_pca=passes.ssim_pca, decode=decode)
     pca: PCAModel | None = inputs.run.load_pca()

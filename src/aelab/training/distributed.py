@@ -17,6 +17,9 @@ How a run is split among N processes (ranks):
 - **Validation** runs on all ranks, each on a contiguous slice of the validation split, and the sums are
   added: every image counts once (DistributedSampler would pad the split with repeated images). The final
   evaluation on the test split runs on rank 0 alone, on every image once.
+- **Data read from disk** (``data.stream``): every rank maps the same files (an image folder's cache is built
+  once, by the first rank to load it, while the others wait) and gathers only its own images of each batch and
+  its own slice of the validation split; the page cache holds the pixels once for the whole machine.
 - **One writer.** Rank 0 alone writes (checkpoints, history, then metrics, figures, report) and takes the run
   folder's lock; the others read nothing from the folder either: the configuration, the folder and the
   checkpoint to resume from are broadcast by rank 0, so machines need no shared disk.
@@ -50,6 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 from aelab.checkpoints import load_checkpoint
 from aelab.config import RunConfig
 from aelab.data import DataBundle
+from aelab.data.stream import rows
 from aelab.device import cores
 from aelab.errors import AelabError, ConfigError, RunError, one_line
 from aelab.runs import Run
@@ -191,7 +195,7 @@ class DistributedTrainer(Trainer):
         noisy = self.val_noisy  # a denoising run's fixed noisy validation images, sliced alike
 
         def part(lo: int, hi: int) -> float:
-            self.val_x = full[lo:hi]
+            self.val_x = rows(full, lo, hi)  # a view: a data set read from disk reads only this slice
             self.val_noisy = noisy[lo:hi] if noisy is not None else None
             try:
                 return Trainer.validation_loss(self) * (hi - lo)

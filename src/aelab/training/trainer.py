@@ -1,4 +1,5 @@
-"""The training loop: batches sliced from in-memory tensors, early stopping, checkpoints, exact resume.
+"""The training loop: batches sliced from in-memory tensors (or gathered from a data set read from disk, the next
+ones prefetched), early stopping, checkpoints, exact resume.
 
 ``Trainer(cfg, run).fit()`` trains a run folder. Every epoch writes ``last.safetensors`` (model, optimizer,
 schedule, RNG and loop state) and, when the validation loss improves, ``best.safetensors``. Ctrl-C finishes
@@ -26,6 +27,7 @@ from aelab.checkpoints import load_checkpoint, save_checkpoint
 from aelab.config import RunConfig
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.data.noise import TRAIN_STREAM, VAL_STREAM, NoiseSpec, corrupt_images, generator_for
+from aelab.data.stream import ImageStore, Prefetcher
 from aelab.device import CoreShare, select_device, select_precision
 from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
 from aelab.files import atomic_write_text
@@ -115,8 +117,14 @@ class Trainer:
             self.steps_per_epoch -= 1  # fold a one-image last batch into the one before (batch norm needs 2)
         self.sched = make_scheduler(cfg, self.opt, self.steps_per_epoch * cfg.epochs)
         self.state = LoopState()
-        self.train_x = self.bundle.train.images.to(self.device)
-        self.val_x = self.bundle.val.images.to(self.device)
+        # A data set read from disk (data.stream) stays there: each batch is gathered from it (the next ones by a
+        # background thread, _prefetch) and moved to the device alone. Same images, same order: same run.
+        self.streamed = isinstance(self.bundle.train.images, ImageStore)
+        if self.streamed and self.noise:
+            raise ConfigError(f"--noise {cfg.noise}: denoising needs the validation images in memory, but this data "
+                              f"set is read from disk; set AELAB_STREAM=0 if it fits in memory, or drop --noise")
+        self.train_x = self.bundle.train.images if self.streamed else self.bundle.train.images.to(self.device)
+        self.val_x = self.bundle.val.images if self.streamed else self.bundle.val.images.to(self.device)
         self.val_noisy = corrupt_images(self.bundle.val.images, self.noise, cfg.seed, VAL_STREAM).to(self.device) \
             if self.noise else None  # fixed noise: successive validation losses differ by the weights only
         self._stop_requested = False
@@ -175,7 +183,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- the loop
     def _batch(self, images: torch.Tensor) -> torch.Tensor:
-        x = to_float(images)
+        x = to_float(images.to(self.device, non_blocking=True))  # in memory: on the device already
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _noisy(self, whole: torch.Tensor, epoch: int, b: int) -> torch.Tensor:
@@ -208,7 +216,21 @@ class Trainer:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.train_x), generator=g).to(self.device)
+        perm = torch.randperm(len(self.train_x), generator=g)
+        return perm if self.streamed else perm.to(self.device)
+
+    def _batch_of(self, perm: torch.Tensor, b: int) -> torch.Tensor:
+        """The indices of batch ``b`` of the epoch's permutation (the last batch takes the remainder)."""
+        end = (b + 1) * self.cfg.batch_size if b + 1 < self.steps_per_epoch else len(perm)
+        return perm[b * self.cfg.batch_size:end]
+
+    def _prefetch(self, perm: torch.Tensor, start: int) -> Prefetcher | None:
+        """A data set read from disk: this process's images of the epoch's batches from ``start`` on, gathered by
+        a background thread two batches ahead (into pinned memory for a GPU). None for one in memory."""
+        if not self.streamed:
+            return None
+        shares = (self._share_of(self._batch_of(perm, b)) for b in range(start, self.steps_per_epoch))
+        return Prefetcher(self.train_x, shares, pin=self.device.type == "cuda")
 
     # Two hooks for training on several processes (training.distributed.DistributedTrainer overrides them).
     def _share_of(self, batch: torch.Tensor) -> torch.Tensor:
@@ -321,36 +343,40 @@ class Trainer:
                    disable=None if self.progress else True, leave=False, unit="batch")
         t0 = time.perf_counter()
         start_seconds = st.epoch_seconds
-        for b in range(st.batch, self.steps_per_epoch):
-            end = (b + 1) * cfg.batch_size if b + 1 < self.steps_per_epoch else len(perm)
-            batch = perm[b * cfg.batch_size:end]
-            idx = self._share_of(batch)  # this process's images of the batch (all of them but with several)
-            x = self._batch(self.train_x[idx])
-            x_in = x if self.noise is None else self._noisy(x if idx is batch else self._batch(self.train_x[batch]),
-                                                            st.epoch, b)
-            with self.autocast:
-                out = self.forward(x_in)  # logits, or a VAE's VAEOutput; the loss compares with the clean x
-            loss = self.loss_fn(out, x, epoch=st.epoch + b / self.steps_per_epoch)  # epoch: a VAE's KL warm-up
-            loss, value = self._batch_loss(loss, len(idx), len(batch))  # value: the whole batch's mean loss
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"the loss became {value} at epoch {st.epoch + 1}, batch {b + 1}; lower "
-                                       f"--lr (now {cfg.lr:g}) or change --loss/--optimizer")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.sched.step()
-            st.batch, st.step = b + 1, st.step + 1
-            st.loss_sum += value * len(batch)
-            st.seen += len(batch)
-            st.epoch_seconds = start_seconds + time.perf_counter() - t0
-            bar.update(1)
-            self._adjust_threads()
-            if b % 10 == 0 or b + 1 == self.steps_per_epoch:
-                bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
-                                img_s=f"{(st.seen) / max(st.epoch_seconds, 1e-9):,.0f}")
-            if self._stop_requested:
-                bar.close()
-                return
+        loader = self._prefetch(perm, st.batch)
+        try:
+            for b in range(st.batch, self.steps_per_epoch):
+                batch = self._batch_of(perm, b)
+                idx = self._share_of(batch)  # this process's images of the batch (all of them but with several)
+                x = self._batch(self.train_x[idx] if loader is None else next(loader))
+                x_in = x if self.noise is None else self._noisy(x if idx is batch else self._batch(self.train_x[batch]),
+                                                                st.epoch, b)
+                with self.autocast:
+                    out = self.forward(x_in)  # logits, or a VAE's VAEOutput; the loss compares with the clean x
+                loss = self.loss_fn(out, x, epoch=st.epoch + b / self.steps_per_epoch)  # epoch: a VAE's KL warm-up
+                loss, value = self._batch_loss(loss, len(idx), len(batch))  # value: the whole batch's mean loss
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"the loss became {value} at epoch {st.epoch + 1}, batch {b + 1}; lower "
+                                           f"--lr (now {cfg.lr:g}) or change --loss/--optimizer")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                self.sched.step()
+                st.batch, st.step = b + 1, st.step + 1
+                st.loss_sum += value * len(batch)
+                st.seen += len(batch)
+                st.epoch_seconds = start_seconds + time.perf_counter() - t0
+                bar.update(1)
+                self._adjust_threads()
+                if b % 10 == 0 or b + 1 == self.steps_per_epoch:
+                    bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
+                                    img_s=f"{(st.seen) / max(st.epoch_seconds, 1e-9):,.0f}")
+                if self._stop_requested:
+                    bar.close()
+                    return
+        finally:
+            if loader is not None:
+                loader.close()
         bar.close()
         val = self.validation_loss()
         seconds = st.epoch_seconds

@@ -1,0 +1,291 @@
+"""An image folder decoded by every core, and its decoded cache of ``.npy`` shards, read back memory-mapped.
+
+``decode_chunks`` decodes image files on all cores (a process pool over chunks of files, one progress bar) and
+yields the chunks in order; ``decode_all`` fills one array with them (the in-memory path).
+
+A folder read from disk (``data.stream``) is decoded once into ``<cache>/<tag>.shards/``:
+
+- ``shard-00000.npy``, ...: uint8 (n, C, H, W), at most ``SHARD_BYTES`` each, the training images first, then the
+  test images; ``labels.npy``: their labels (int64), in the same order; ``manifest.json``: the format, the key
+  (the files' names, sizes and times and the options, as the in-memory cache's), the counts, the content
+  digest, and each shard's size and fingerprint (sha256 of its first and last 64 kB).
+- **Disk.** Before anything is written the free space is checked against the cache's size: one line naming
+  both when it does not fit. Every chunk is written to its shard as it is decoded (memory holds a few chunks),
+  in a temporary folder beside the cache that is renamed into place once complete; a build cut short (a full
+  disk, a bad image, Ctrl-C, kill) leaves no cache, and the previous cache as it was.
+- **Opening.** A cache of another key is rebuilt; one whose shard has another size or fingerprint (cut short,
+  overwritten) is decoded again, never trusted. A shard that changes while it is read is a ``DataError`` naming
+  it and the fix (delete the cache).
+- **Several processes** (``--nproc``) loading the same folder build the cache once: the others wait on a lock
+  file beside it, then map the cache the first one wrote; each reads its own images of every batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from aelab.data import folders
+from aelab.data.stream import ImageStore, open_npy, size_text
+from aelab.device import cores
+from aelab.errors import DataError
+
+SHARDS_FORMAT = "aelab-shards-1"
+SHARD_BYTES = 1 << 30   # pixels per shard file at most
+CHUNK_BYTES = 16 << 20  # pixels decoded per task of the process pool at most
+CHUNK_IMAGES = 512      # images per task at most
+FINGERPRINT_BYTES = 64 << 10
+DISK_MARGIN = 64 << 20  # left free beyond the cache itself
+
+
+# ------------------------------------------------------------------------------------------ decoding on all cores
+def _chunk_size(image_bytes: int) -> int:
+    return max(1, min(CHUNK_IMAGES, CHUNK_BYTES // max(1, image_bytes)))
+
+
+def _pool_context() -> Any:
+    """fork where there is one (a worker starts at once, with the modules loaded), else the platform's default."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def decode_chunks(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
+                  desc: str = "decode", workers: int | None = None) -> Iterator[np.ndarray]:
+    """The pixels of ``files`` (``folders.decode``: uint8 (n, C, H, W)), decoded by ``workers`` processes (default:
+    every core this process may use) in chunks, yielded in the files' order; a few chunks ahead at most."""
+    step = _chunk_size(channels * size[0] * size[1])
+    chunks = [files[i:i + step] for i in range(0, len(files), step)]
+    workers = max(1, min(workers or cores(), len(chunks)))
+    bar = tqdm(total=len(files), desc=desc, unit="img", disable=None if progress else True, leave=False)
+    try:
+        if workers == 1:
+            for chunk in chunks:
+                yield folders.decode(chunk, channels, size, progress=False)
+                bar.update(len(chunk))
+            return
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+        try:
+            pending: collections.deque[Future[np.ndarray]] = collections.deque()
+            todo = iter(chunks)
+            for chunk in todo:
+                pending.append(pool.submit(folders.decode, chunk, channels, size, False))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                part = pending.popleft().result()  # a worker's DataError (a damaged file) is raised here
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(folders.decode, nxt, channels, size, False))
+                bar.update(len(part))
+                yield part
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+
+
+def decode_all(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
+               desc: str = "decode") -> np.ndarray:
+    """``folders.decode`` on every core: the pixels of ``files`` as one uint8 array (n, C, H, W)."""
+    out = np.empty((len(files), channels, *size), dtype=np.uint8)
+    done = 0
+    for part in decode_chunks(files, channels, size, progress, desc):
+        out[done:done + len(part)] = part
+        done += len(part)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the cache
+@dataclass
+class ShardCache:
+    """A decoded folder on disk: the training and test images as stores, their labels, and the manifest."""
+
+    folder: Path
+    train: ImageStore
+    test: ImageStore
+    train_y: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...]
+    content: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _fingerprint(path: Path) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        h.update(fh.read(FINGERPRINT_BYTES))
+        fh.seek(max(0, size - FINGERPRINT_BYTES))
+        h.update(fh.read(FINGERPRINT_BYTES))
+    return h.hexdigest()
+
+
+def _stores(folder: Path, meta: dict[str, Any]) -> tuple[ImageStore, ImageStore]:
+    fix = f"delete {folder} and run again (the folder is decoded anew)"
+    files = []
+    for s in meta["shards"]:
+        mapped = open_npy(folder / s["name"], fix, expect=int(s["bytes"]))
+        if mapped is None or mapped.shape != (s["images"], *meta["shape"]):
+            raise DataError(f"{folder / s['name']} is not the shard its manifest describes; {fix}")
+        files.append(mapped)
+    whole = ImageStore(files, "nchw")
+    n = int(meta["train"])
+    return whole.subset(slice(0, n)), whole.subset(slice(n, n + int(meta["test"])))
+
+
+def open_cache(folder: Path, key: str) -> ShardCache | str | None:
+    """The cache in ``folder`` made for ``key``; None when there is none (or of another key); a string saying
+    what is wrong when it is damaged (then it is decoded again)."""
+    try:
+        meta = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != SHARDS_FORMAT or meta.get("key") != key:
+        return None
+    try:
+        for s in meta["shards"]:
+            path = folder / s["name"]
+            if path.stat().st_size != s["bytes"] or _fingerprint(path) != s["fingerprint"]:
+                return f"{path} is damaged (cut short or overwritten)"
+        labels = np.load(folder / "labels.npy", allow_pickle=False)
+        train, test = _stores(folder, meta)
+    except (OSError, ValueError, KeyError, TypeError, DataError) as err:
+        return f"{folder} is damaged ({str(err)[:80]})"
+    n = len(train)
+    return ShardCache(folder, train, test, labels[:n].astype(np.int64), labels[n:].astype(np.int64),
+                      tuple(meta["classes"]), meta["content"], [f"decoded images mapped from the cache {folder}"])
+
+
+@contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Wait for any other process building ``folder``; then remove what a killed build left beside it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_shard(path: Path, parts: Iterator[np.ndarray], count: int, shape: tuple[int, ...]) -> dict[str, Any]:
+    """Write ``count`` images from ``parts`` to the .npy file ``path`` (regular writes: a full disk is an
+    OSError, never a crash in a mapped page); its manifest entry."""
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (count, *shape)})
+        size = fh.tell() + count * int(np.prod(shape))
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fh.fileno(), 0, size)  # the space is taken now, or ENOSPC now
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    raise  # other errors: a file system without it, written as it comes
+        written = 0
+        for part in parts:
+            fh.write(np.ascontiguousarray(part).data)
+            written += len(part)
+        assert written == count
+        fh.flush()
+        os.fsync(fh.fileno())
+    return {"name": path.name, "images": count, "bytes": path.stat().st_size, "fingerprint": _fingerprint(path)}
+
+
+def _split_parts(parts: Iterator[np.ndarray], counts: list[int]) -> Iterator[Iterator[np.ndarray]]:
+    """``parts`` (chunks of images) regrouped into runs of ``counts`` images, one iterator per run."""
+    buffer: list[np.ndarray] = []
+
+    def run(n: int) -> Iterator[np.ndarray]:
+        while n:
+            if not buffer:
+                buffer.append(next(parts))
+            head = buffer.pop(0)
+            if len(head) > n:
+                buffer.insert(0, head[n:])
+                head = head[:n]
+            n -= len(head)
+            yield head
+
+    for n in counts:
+        yield run(n)
+
+
+def build(folder: Path, key: str, source: str, train: list[Path], train_y: np.ndarray, test: list[Path],
+          test_y: np.ndarray, classes: tuple[str, ...], shape: tuple[int, int, int],
+          digest: Callable[..., str], progress: bool = True) -> ShardCache:
+    """Decode ``train`` then ``test`` files into the cache ``folder`` (see the module docstring) and map it.
+    ``digest(x, y, x_test, y_test, classes)``: the content digest (``own.content_digest``), read back."""
+    with _build_lock(folder):
+        hit = open_cache(folder, key)  # another process may have built it while this one waited
+        if isinstance(hit, ShardCache):
+            return hit
+        n, image_bytes = len(train) + len(test), int(np.prod(shape))
+        per_shard = max(1, SHARD_BYTES // image_bytes)
+        counts = [min(per_shard, n - i) for i in range(0, n, per_shard)]
+        need = n * image_bytes + 128 * len(counts) + 8 * n + DISK_MARGIN
+        free = shutil.disk_usage(folder.parent).free
+        if need > free:
+            raise DataError(f"{source}: {n:,} images of {shape[0]}x{shape[1]}x{shape[2]} need {size_text(need)} of "
+                            f"disk for the decoded cache but {folder.parent} has {size_text(free)} free; free some "
+                            f"space there or give a smaller --image-size")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        parts = decode_chunks(train + test, shape[0], shape[1:], progress, desc=f"decode {Path(source).name}")
+        try:
+            shards = [_write_shard(tmp / f"shard-{k:05d}.npy", run, count, shape)
+                      for k, (run, count) in enumerate(zip(_split_parts(parts, counts), counts, strict=True))]
+            labels = np.concatenate([train_y, test_y]).astype(np.int64)
+            np.save(tmp / "labels.npy", labels)
+            meta = {"format": SHARDS_FORMAT, "key": key, "source": source, "classes": list(classes),
+                    "shape": list(shape), "train": len(train), "test": len(test), "shards": shards}
+            tr, te = _stores(tmp, meta)
+            meta["content"] = digest(tr, labels[:len(train)], te, labels[len(train):], classes)
+            (tmp / "manifest.json").write_text(json.dumps(meta, indent=1))
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}.tmp")
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError as err:
+            raise DataError(f"cannot write the decoded cache of {source} in {folder.parent}: "
+                            f"{err.strerror or err}; free some space or fix the permissions (nothing was "
+                            f"kept; the previous cache is unchanged)") from None
+        finally:
+            parts.close()  # stops the decoding processes
+            shutil.rmtree(tmp, ignore_errors=True)
+    cache = open_cache(folder, key)
+    if not isinstance(cache, ShardCache):
+        raise DataError(f"{folder}: the cache just written cannot be read back ({cache}); delete it and run again")
+    cache.notes = [f"{n:,} images decoded from {source} into the cache {folder}"]
+    return cache
+
+
+def cache_folder(candidates: list[Path]) -> Path:
+    """The first of ``candidates`` (cache folders) whose parent can be written: beside the data, else the user
+    cache; the first when none can (its build then fails naming it)."""
+    for path in candidates:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if os.access(path.parent, os.W_OK):
+                return path
+        except OSError:
+            continue
+    return candidates[0]
+
