@@ -210,12 +210,13 @@ def test_32_bit_integer_pixels_are_scaled_by_their_range_and_negatives_refused(v
         assert (pil_to_array(im, 1) == round(value * 255 / (2**31 - 1))).all()
 
 
-def signed_16_bit_tiff(path: Path, a: np.ndarray) -> Path:
-    """A minimal little-endian TIFF of int16 samples (SampleFormat 2), which Pillow opens as mode "I"."""
+def integer_tiff(path: Path, a: np.ndarray, bits: int, signed: bool) -> Path:
+    """A minimal little-endian TIFF of integer samples (BitsPerSample, SampleFormat), which Pillow opens as "I"
+    (Pillow writes "I" images as 32-bit signed only)."""
     h, w = a.shape
-    data = a.astype("<i2").tobytes()
-    tags = [(256, 3, w), (257, 3, h), (258, 3, 16), (259, 3, 1), (262, 3, 1), (273, 4, 8), (277, 3, 1), (278, 3, h),
-            (279, 4, len(data)), (339, 3, 2)]
+    data = a.astype(f"<{'i' if signed else 'u'}{bits // 8}").tobytes()
+    tags = [(256, 3, w), (257, 3, h), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 8), (277, 3, 1),
+            (278, 3, h), (279, 4, len(data)), (339, 3, 2 if signed else 1)]
     out = b"II*\x00" + struct.pack("<I", 8 + len(data)) + data + struct.pack("<H", len(tags))
     for tag, kind, value in tags:
         out += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else
@@ -224,13 +225,18 @@ def signed_16_bit_tiff(path: Path, a: np.ndarray) -> Path:
     return path
 
 
-def test_a_tiff_of_16_bit_signed_samples_opens_as_i_and_is_scaled_by_their_range(tmp_path):
-    """Mode "I" is scaled by the range of the integer its file stores: 32767 for 16-bit signed TIFF samples (not
-    2^31 - 1, which would make it black); a negative sample is one line naming the file."""
-    path = signed_16_bit_tiff(tmp_path / "s16.tif", CAMERA.astype(np.int16) * 128)  # 0..32640
+def test_i_images_are_scaled_by_the_range_of_the_integers_their_tiff_stores(tmp_path):
+    """Mode "I" is scaled by the range of the integer its file stores: 32767 for 16-bit signed samples (not
+    2^31 - 1, which would make them black), 2^32 - 1 for 32-bit unsigned ones (whose values over 2^31 Pillow's
+    signed "I" wraps round); a negative sample is one line naming the file."""
+    path = integer_tiff(tmp_path / "s16.tif", CAMERA.astype(np.int64) * 128, 16, True)  # 0..32640
     assert Image.open(path).mode == "I"
-    assert np.array_equal(read_image(path, (1, 32, 32)), np.rint(CAMERA.astype(np.int64) * 128 * 255 / 32767).astype(np.uint8))
-    negative = signed_16_bit_tiff(tmp_path / "neg.tif", CAMERA.astype(np.int16) - 100)
+    expected = np.rint(CAMERA.astype(np.int64) * 128 * 255 / 32767).astype(np.uint8)
+    assert np.array_equal(read_image(path, (1, 32, 32)), expected)
+    path = integer_tiff(tmp_path / "u32.tif", CAMERA.astype(np.uint64) * 16843009, 32, False)  # 0..2^32 - 1
+    assert Image.open(path).mode == "I"
+    assert np.array_equal(read_image(path, (1, 32, 32)), CAMERA)
+    negative = integer_tiff(tmp_path / "neg.tif", CAMERA.astype(np.int64) - 100, 16, True)
     with pytest.raises(InputError, match=r"neg.tif: holds negative pixels \(-97, Pillow mode I\); give pixels from 0 "
                                          r"to 32,767"):
         read_image(negative, (1, 32, 32))
@@ -382,7 +388,7 @@ def test_case9_images_one_pixel_high_are_refused_when_loaded(tmp_path):
     """Rows of the camera man as 1x32 images (before: trained, then a ZeroDivisionError in SSIM-7's window)."""
     np.savez(tmp_path / "rows.npz", x=CAMERA.reshape(32, 1, 32).repeat(2, axis=0))
     res = cli("train", "--dataset", f"npz:{tmp_path / 'rows.npz'}", "--out", tmp_path / "run", "--epochs", "1",
-              "--model", "dense", "-q")
+              "--model", "dense", "--latent", "8", "-q")
     assert_one_line(res, "rows.npz", "images of 32x1 pixels", "at least 3 pixels a side", "--image-size 3")
     assert not (tmp_path / "run").exists()
 

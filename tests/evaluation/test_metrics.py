@@ -5,10 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aelab.data import load_dataset, to_float
-from aelab.evaluation.metrics import bce_per_image, psnr_per_image, reconstruction_metrics, ssim_per_image
+from aelab.evaluation.metrics import (
+    bce_per_image,
+    psnr_per_image,
+    reconstruction_metrics,
+    ssim_per_image,
+    summarize,
+)
 from aelab.models import PCAModel
 
 
@@ -165,3 +173,29 @@ def test_images_smaller_than_the_window_get_the_largest_window_that_fits():
     ours = ssim_per_image(r, t).numpy()
     assert np.abs(ours - [reference(b, a) for a, b in zip(digits, noisy, strict=True)]).max() < 1e-6
     assert np.allclose(ssim_per_image(t, t).numpy(), 1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 14), w=st.integers(1, 14), window=st.sampled_from(["gaussian", "uniform7"]),
+       seed=st.integers(0, 2**16))
+def test_ssim_is_defined_for_every_image_size(h, w, window, seed):
+    """Any size down to 1x1 (issue 29: a 1-pixel side left SSIM-7 a 1-tap window whose sample covariance divided
+    by zero after training): finite, in [-1, 1], 1 for identical images; crops of the camera man and noisy copies.
+    The data loading refuses images under 3 pixels a side, but the metric itself is total."""
+    from skimage import data as samples
+
+    rng = np.random.default_rng(seed)
+    top, left = rng.integers(0, 512 - h), rng.integers(0, 512 - w)
+    target = torch.from_numpy(samples.camera()[top:top + h, left:left + w] / 255.0)[None, None]
+    recon = (target + torch.from_numpy(rng.normal(0, 0.1, target.shape))).clamp(0, 1)
+    s = ssim_per_image(recon, target, window)
+    assert torch.isfinite(s).all() and (s.abs() <= 1 + 1e-9).all()
+    assert torch.allclose(ssim_per_image(target, target, window), torch.ones(1, dtype=torch.float64))
+
+
+def test_per_class_metrics_refuse_repeated_class_names():
+    """Two classes of one name would be merged into one row of the per-class table (issue 29, case 7)."""
+    per_image = {"mse": np.array([0.1, 0.2, 0.3])}
+    with pytest.raises(ValueError, match="class names repeat"):
+        summarize(per_image, np.array([0, 1, 2]), ("a", "b", "a"))
+    assert list(summarize(per_image, np.array([0, 1, 2]), ("a", "b", "c"))["per_class"]) == ["a", "b", "c"]

@@ -174,22 +174,25 @@ def _first(v: Any) -> int:
     return int(v[0]) if isinstance(v, tuple) else int(v)
 
 
-def integer_range(im: Image.Image) -> int:
-    """The largest value an "I" or "I;16" Pillow image can hold as its file stores it: the format's range, the
-    same for every image of that format, never the image's own maximum.
+def integer_format(im: Image.Image) -> tuple[int, bool]:
+    """(bits, signed) of the integer samples an "I" or "I;16" Pillow image's file stores.
 
-    "I;16" (16-bit PNG and TIFF): 65535. "I" is Pillow's 32-bit signed integer; its range is the one of the
-    integer the file stores: a PNG holds at most 16 bits (Pillow before 11 opens 16-bit grey PNGs as "I"), a
-    TIFF says its bits per sample and whether they are signed (tags 258 and 339); otherwise 2^31 - 1.
+    "I;16" (16-bit PNG and TIFF): 16 unsigned. "I" is Pillow's 32-bit signed integer, holding what the file
+    stores: a PNG at most 16 bits unsigned (Pillow before 11 opens 16-bit grey PNGs as "I"), a TIFF what its
+    tags say (BitsPerSample 258, SampleFormat 339); otherwise 32 signed.
     """
     if im.mode.startswith("I;16"):
-        return 2**16 - 1
-    bits, signed = 32, True
-    if im.format == "PNG":
-        bits, signed = 16, False
+        return 16, False
     tags = getattr(im, "tag_v2", None)
     if tags is not None and tags.get(258):
-        bits, signed = _first(tags.get(258)), _first(tags.get(339, 1)) == 2
+        return _first(tags.get(258)), _first(tags.get(339, 1)) == 2
+    return (16, False) if im.format == "PNG" else (32, True)
+
+
+def integer_range(im: Image.Image) -> int:
+    """The largest value an "I" or "I;16" image can hold as its file stores it (``integer_format``): the format's
+    range, the same for every image of that format, never the image's own maximum."""
+    bits, signed = integer_format(im)
     return 2 ** (bits - 1) - 1 if signed else 2**bits - 1
 
 
@@ -209,6 +212,8 @@ def _deep_to_grey(im: Image.Image) -> Image.Image:
         scaled = a.astype(np.float64) * 255.0
     else:
         top = integer_range(im)
+        if a.dtype == np.int32 and integer_format(im) == (32, False):
+            a = a.view(np.uint32)  # unsigned 32-bit samples that Pillow's signed "I" wrapped round
         if a.size and int(a.min()) < 0:
             raise InputError(f"holds negative pixels ({int(a.min())}, Pillow mode {im.mode}); give pixels from 0 to "
                              f"{top:,}")
