@@ -196,7 +196,7 @@ def read_row(path: Path, root: Path) -> dict[str, Any]:
     """The row of the run folder ``path`` (its name relative to ``root``); never raises for a bad folder."""
     run = Run(path)
     row: dict[str, Any] = {f.key: None for f in FIELDS}
-    name = path.relative_to(root).as_posix() if path != root else path.name
+    name = path.relative_to(root).as_posix() if path != root else path.resolve().name
     row.update(name=name, path=str(path))
     if not run.is_run():
         row.update(state="foreign", note=f"{run.config_file.name} not written by aelab (no aelab mark or checkpoint)")
