@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from aelab.data.arrays import texts
 from aelab.data.datasets import DATASETS, load_raw
 from aelab.data.pixels import (
     IMAGE_SUFFIXES,
@@ -159,7 +160,7 @@ def _npz_source(path: Path, shape: tuple[int, int, int]) -> ImageSource:
     if "x" not in arrays:
         raise InputError(f"{path}: no array 'x' (it holds {', '.join(keys) or 'nothing'}); save the images as x")
     x, y = arrays["x"], arrays.get("y")
-    classes = tuple(str(c) for c in arrays["classes"].reshape(-1)) if "classes" in arrays else None
+    classes = tuple(texts(arrays["classes"])) if "classes" in arrays else None  # bytes decoded, as for training
     if x.dtype.kind not in "uifb" or not batch_shape_ok(x.shape, shape):
         raise InputError(f"{path}: x holds {x.dtype} images of shape {x.shape}, expected {shapes_help(shape)}")
     labels = y.astype(np.int64) if y is not None and y.dtype.kind in "iu" and y.shape == (len(x),) else None
