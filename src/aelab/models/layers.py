@@ -137,3 +137,16 @@ def padded(shape: tuple[int, int, int], factor: int) -> tuple[int, int]:
     """(H, W) of ``shape`` rounded up to multiples of ``factor`` (what a path that halves log2(factor) times takes)."""
     _, h, w = shape
     return -(-h // factor) * factor, -(-w // factor) * factor
+
+
+def padding_note_of(model: nn.Module) -> str | None:
+    """What ``model`` does to its images when its down-sampling path does not divide their sides (it zero-pads
+    them and crops its output back: ``PadTo``, ``CropTo``), in words; None when it takes them as they are."""
+    pad = next((m for m in model.modules() if isinstance(m, PadTo)), None)
+    crop = next((m for m in model.modules() if isinstance(m, CropTo)), None)
+    if pad is None or crop is None:
+        return None
+    name = dict(getattr(model, "hparams", {})).get("model", "the model")
+    return (f"{name} pads {crop.height}x{crop.width} images with zeros to {pad.height}x{pad.width} (bottom and "
+            f"right: its path halves them to a whole number of pixels) and crops the output back to "
+            f"{crop.height}x{crop.width}")

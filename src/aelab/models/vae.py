@@ -157,7 +157,7 @@ class VAE(Autoencoder):
         return torch.cat(weights).T.contiguous(), torch.cat(lls).T.contiguous()
 
 
-def _check(likelihood: str, sigma: float | None) -> None:
+def check_likelihood(likelihood: str, sigma: float | None) -> None:
     if likelihood not in LIKELIHOODS:
         raise ConfigError(f"unknown likelihood {likelihood!r}; choose one of: {', '.join(LIKELIHOODS)}")
     if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
@@ -169,7 +169,7 @@ def _check(likelihood: str, sigma: float | None) -> None:
 @register("vae", "variational autoencoder on the conv-modified backbone (posterior mean as the code)")
 def vae(latent: int, width: float = 1.0, activation: str = "relu", dropout: float = 0.1, batch_norm: bool = True,
         likelihood: str = "bernoulli", sigma: float | None = None, shape: Sequence[int] | None = None) -> VAE:
-    _check(likelihood, sigma)
+    check_likelihood(likelihood, sigma)
     base = conv_modified(latent, width=width, activation=activation, dropout=dropout, batch_norm=batch_norm,
                          shape=shape)
     return VAE(base, dict(base.hparams, model="vae", likelihood=likelihood, sigma=sigma))
@@ -179,6 +179,6 @@ def vae(latent: int, width: float = 1.0, activation: str = "relu", dropout: floa
 def vae_dense(latent: int, width: float = 1.0, activation: str = "relu", dropout: float = 0.0,
               batch_norm: bool = False, likelihood: str = "bernoulli", sigma: float | None = None,
               shape: Sequence[int] | None = None) -> VAE:
-    _check(likelihood, sigma)
+    check_likelihood(likelihood, sigma)
     base = dense(latent, width=width, activation=activation, dropout=dropout, batch_norm=batch_norm, shape=shape)
     return VAE(base, dict(base.hparams, model="vae-dense", likelihood=likelihood, sigma=sigma))
