@@ -59,8 +59,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist; train the run first (aelab train)")
-    damaged = (f"checkpoint {path} is corrupted ({{}}); delete it and train again, or resume from "
-               f"last.safetensors")
+    damaged = (f"checkpoint {path} is corrupted ({{}}); delete it and train again, or resume the run from its "
+               f"last checkpoint")
     try:
         data = path.read_bytes()
         tensors = st_load(data)
