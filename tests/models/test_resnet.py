@@ -132,7 +132,7 @@ def test_vae_terms_are_finite_and_prior_samples_decode():
     kl = kl_per_dim(out.mean, out.logvar)
     elbo = ll - kl.sum(1)
     assert ll.shape == (4,) and kl.shape == (4, 6) and bool(torch.isfinite(elbo).all())
-    assert float(ll.detach().max()) < 0 and float(kl.detach().min()) >= 0  # Bernoulli: a log-probability; KL: never negative
+    assert float(ll.detach().max()) < 0 and float(kl.detach().min()) >= 0  # a log-probability; a KL is >= 0
     (-elbo.mean()).backward()
     assert float(model.logvar_head.weight.grad.abs().sum()) > 0 and float(model.encoder[0].weight.grad.abs().sum()) > 0
     model.eval()
@@ -254,3 +254,15 @@ def test_onnx_export_matches_pytorch(tmp_path):
     got_x = ort.InferenceSession(str(done.decoder)).run(None, {"codes": want_z.numpy()})[0]
     assert got_z.shape == (3, 4) and got_x.shape == (3, 3, 20, 36)
     assert abs(got_z - want_z.numpy()).max() < 1e-4 and abs(got_x - want_x.numpy()).max() < 1e-4
+
+
+def test_inference_batch_shrinks_with_the_image():
+    """Up to 32x32 RGB the batch is as before; larger images take proportionally fewer, so that a batch's
+    activations stay bounded (256 images of 128x128 held ~0.5 GB in the resnet copy)."""
+    from aelab.models import inference_batch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [inference_batch(cpu, s) for s in (None, (1, 28, 28), (3, 32, 32))] == [256, 256, 256]
+    assert [inference_batch(cpu, (3, s, s)) for s in (64, 128, 256)] == [64, 16, 8]
+    assert inference_batch(gpu) == inference_batch(gpu, (1, 28, 28)) == 4096
+    assert inference_batch(gpu, (3, 64, 64)) == 1024
