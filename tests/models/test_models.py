@@ -36,7 +36,7 @@ def test_modified_model_has_batch_norm_dropout_and_transposed_convs():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(name="resnet", latent=8), "unknown model 'resnet'"),
+    (dict(name="unet", latent=8), "unknown model 'unet'"),
     (dict(name="conv", latent=0), "latent size 0"),
     (dict(name="conv", latent=2000), "latent size 2000"),
     (dict(name="conv", latent=8, activation="swish"), "unknown activation 'swish'"),
