@@ -211,7 +211,7 @@ def test_ctrl_c_anywhere_else_exits_130_in_one_line(tmp_path: Path, slice_npz: P
     def ctrl_c(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jobs, "load_dataset", ctrl_c)  # Ctrl-C while the data load
+    monkeypatch.setattr(jobs, "load_dataset", ctrl_c)  # Ctrl-C while the data are loaded
     r = cli(*train_args(slice_npz, tmp_path / "run"))
     assert r.exit_code == 130 and r.stderr == "interrupted\n" and not (tmp_path / "run").exists(), r.output
 
@@ -254,7 +254,8 @@ def _without_root_powers() -> list[str]:
         return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("running as root without util-linux's setpriv: a read-only folder cannot be made to bind")
+        pytest.skip("running as root without util-linux's setpriv: root ignores a folder's permissions, so a "
+                    "read-only folder cannot be tested")
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
