@@ -21,7 +21,7 @@ the usual ``DataBundle`` of them (validation split, class subsets, limits).
   stored (its headers' shapes and types) plus its conversion, and ``conform`` counts its own copies (the other
   channels, the resized images) before it makes them.
 - **From disk.** A folder or a uint8 ``.npy`` whose pixels exceed a quarter of the memory available (or any,
-  with ``AELAB_STREAM=1``) is read from disk batch by batch (``data.stream``): the ``.npy`` memory-mapped as it is,
+  with ``AELAB_STREAM=1``) is read from disk batch by batch (``data.stream``): the ``.npy`` read in place as it is,
   the folder decoded on every core into a cache of ``.npy`` shards (``PATH/.aelab-cache/<options>.shards/``,
   ``data.shards``) after checking the disk's free space. The splits then hold an ``ImageStore``, not a tensor.
 - **Size.** Images smaller than ``MIN_SIDE`` pixels on a side are refused: SSIM's smallest window is 3x3.
@@ -162,7 +162,7 @@ def content_digest(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.
                    classes: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for a in (x, y, x_test, y_test):
-        for part in digest_parts(a):  # a memory-mapped store (data.stream): chunk by chunk, the same digest
+        for part in digest_parts(a):  # a store read from disk (data.stream): chunk by chunk, the same digest
             h.update(part)
     h.update("\n".join(classes).encode())
     return h.hexdigest()
@@ -273,7 +273,7 @@ def _build_shards(layout: folders.FolderLayout, folder: Path, key: str, shape: t
 
 
 def _from_shards(cache: shards.ShardCache, source: str, key: str, stream: bool | None) -> OwnData:
-    """A shard cache as a data set: memory-mapped, or read into memory when it is small enough now."""
+    """A shard cache as a data set: read from disk, or read into memory when it is small enough now."""
     train_x: np.ndarray | ImageStore = cache.train
     test_x: np.ndarray | ImageStore = cache.test
     if not wanted(cache.train.nbytes + cache.test.nbytes, stream):
@@ -284,7 +284,7 @@ def _from_shards(cache: shards.ShardCache, source: str, key: str, stream: bool |
 
 def _map_npy(path: Path, image_size: int | None, channels: int | None, test_fraction: float,
              stream: bool | None) -> OwnData | None:
-    """A .npy of uint8 images memory-mapped as it is (``data.stream``) when it is to be read from disk; else None
+    """A .npy of uint8 images read in place (``data.stream``) when it is to be read from disk; else None
     (read into memory). A file shorter than its header says is a ``DataError`` either way."""
     mapped = open_npy(path, "restore it, or start again on the file as it is now")
     if mapped is None or not wanted(mapped.end - mapped.offset, stream):
@@ -298,7 +298,7 @@ def _map_npy(path: Path, image_size: int | None, channels: int | None, test_frac
     (y,), classes = arrays.to_labels([(None, len(store), str(path))], None)  # one class, as read_npy
     tr, te = seeded_test_split(len(store), test_fraction, str(path))
     x, x_test = store.subset(tr), store.subset(te)
-    notes = [f"memory-mapped from {path} (read batch by batch)",
+    notes = [f"read from disk batch by batch: {path}",
              f"test split: {len(te):,} of {len(store):,} images ({test_fraction:g}, seed {TEST_SEED})"]
     key = hashlib.sha256(f"{path.resolve()}|{folders.file_stamp(path)}\n".encode()).hexdigest()
     content = content_digest(x, y[tr], x_test, y[te], classes)  # type: ignore[arg-type]

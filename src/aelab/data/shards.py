@@ -1,4 +1,4 @@
-"""An image folder decoded by every core, and its decoded cache of ``.npy`` shards, read back memory-mapped.
+"""An image folder decoded by every core, and its decoded cache of ``.npy`` shards, read back from disk.
 
 ``decode_chunks`` decodes image files on all cores (a process pool over chunks of files, one progress bar) and
 yields the chunks in order; ``decode_all`` fills one array with them (the in-memory path).
@@ -169,7 +169,8 @@ def open_cache(folder: Path, key: str) -> ShardCache | str | None:
         return f"{folder} is damaged ({str(err)[:80]})"
     n = len(train)
     return ShardCache(folder, train, test, labels[:n].astype(np.int64), labels[n:].astype(np.int64),
-                      tuple(meta["classes"]), meta["content"], [f"decoded images mapped from the cache {folder}"])
+                      tuple(meta["classes"]), meta["content"],
+                      [f"decoded images read batch by batch from the cache {folder}"])
 
 
 @contextmanager
@@ -188,7 +189,7 @@ def _build_lock(folder: Path) -> Iterator[None]:
 
 def _write_shard(path: Path, parts: Iterator[np.ndarray], count: int, shape: tuple[int, ...]) -> dict[str, Any]:
     """Write ``count`` images from ``parts`` to the .npy file ``path`` (regular writes: a full disk is an
-    OSError, never a crash in a mapped page); its manifest entry."""
+    OSError, never a crash in a memory-mapped page); its manifest entry."""
     with path.open("wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False,
                                                   "shape": (count, *shape)})
