@@ -131,13 +131,17 @@ def _kind(f) -> str:  # noqa: ANN001 - a dataclass field
 
 NUMBER_FIELDS = [f.name for f in fields(RunConfig) if _kind(f) in ("int", "float")]
 NUMBERS = st.one_of(st.integers(-10**30, 10**30), st.floats(),
-                    st.sampled_from([math.nan, math.inf, -math.inf, 0, -0.0, 1e308, 5e-324, 2**32, 2**64, True, 10**5000, -10**5000]))
+                    st.sampled_from([math.nan, math.inf, -math.inf, 0, -0.0, 1e308, 5e-324, 2**32, 2**64, True,
+                                     10**5000, -10**5000]))
 
 
 def test_every_number_option_states_its_valid_range() -> None:
     assert {"latent", "seed", "epochs", "lr", "threads", "max_minutes", "channels"} <= set(NUMBER_FIELDS)
     missing = [f.name for f in fields(RunConfig) if f.name in NUMBER_FIELDS and not f.metadata.get("valid")]
     assert not missing, f"number options without a valid range: {missing}"
+    unbounded = [f.name for f in fields(RunConfig)
+                 if _kind(f) == "int" and getattr(f.metadata["valid"], "hi", 0) is None]
+    assert not unbounded, f"whole-number options without an upper bound (it reaches C code as int64): {unbounded}"
 
 
 @FAST
@@ -173,6 +177,17 @@ def test_train_refuses_an_invalid_number_in_one_line_before_reading_data(key: st
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [expected]
     assert not (tmp / "out").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["study", "--jobs", "0"], "error: --jobs 0: use 1 to 256 worker processes"),
+    (["study", "--threads", "-3"], "error: invalid threads -3; use --threads between 1 and 4096"),
+    (["tune", "--epochs", "0"], "error: invalid epochs 0; use --epochs between 1 and 1000000"),
+    (["tune", "--seed", "-1"], "error: invalid seed -1; use --seed between 0 and 4294967295")])
+def test_the_other_commands_check_their_numbers_before_any_work(tmp_path: Path, args: list[str], line: str) -> None:
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [line], result.output
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------ the model vocabulary

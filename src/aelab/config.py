@@ -127,10 +127,10 @@ class RunConfig:
     weight_decay: float = opt(1e-4, "weight decay", group="training", valid=Bound(0.0))
     schedule: str = opt("onecycle", "learning-rate schedule over the planned epochs", SCHEDULES, "training")
     batch_size: int = opt(128, "images per step (with several processes: in all, split among them)",
-                          group="training", valid=Bound(1), note="e.g. 128")
+                          group="training", valid=Bound(1, 10**7), note="e.g. 128")
     epochs: int = opt(12, "maximum number of epochs", group="training", valid=Bound(1, 10**6))
     patience: int = opt(5, "early stopping: epochs without validation improvement (0 turns it off)",
-                        group="training", valid=Bound(0), note="0 turns early stopping off")
+                        group="training", valid=Bound(0, 10**6), note="0 turns early stopping off")
     min_delta: float = opt(0.0, "early stopping: smallest validation-loss decrease that counts", group="training",
                            valid=Bound(0.0))
     max_minutes: float | None = opt(None, "stop after the epoch that would overrun this many minutes",
@@ -158,8 +158,8 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every value; raise ``ConfigError`` naming the first bad one and its fix."""
-        for f in fields(self):
-            check_value(f.name, getattr(self, f.name))
+        for f in fields(self):  # a float option given as an int becomes a float
+            setattr(self, f.name, check_value(f.name, getattr(self, f.name)))
         self.dataset = dataset_spec(self.dataset)
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"invalid device {_shown(self.device)}; use --device cpu, cuda, mps or auto")
@@ -229,20 +229,26 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_value(key: str, value: Any) -> Any:
+def check_value(key: str, value: Any, flag: str | None = None) -> Any:
     """``value`` for the option ``key``, checked: its type, then its choices or its valid range (each number
-    option states one); anything else raises ``ConfigError`` naming the option and what it takes."""
+    option states one); anything else raises ``ConfigError`` naming the option (as ``--flag`` when another
+    option sets this one) and what it takes."""
     f = fields_by_name()[key]
-    flag, kind = key.replace("_", "-"), str(f.type).split(" | ")[0]
+    flag, kind = flag or key.replace("_", "-"), str(f.type).split(" | ")[0]
     if value is None:
         if "None" in str(f.type):
             return None
-        raise ConfigError(f"option {flag} has no value; give a {kind} or leave the option out")
+        raise ConfigError(f"option {flag} has no value; give {KIND_WORDS[kind]} or leave the option out")
     right = {"int": isinstance(value, int), "float": isinstance(value, int | float), "bool": isinstance(value, bool),
              "str": isinstance(value, str),
              "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
     if not right or (kind in ("int", "float") and isinstance(value, bool)):
         raise ConfigError(f"invalid {flag} {_shown(value)}; give {KIND_WORDS[kind]}")
+    if kind == "float":
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"invalid {flag} {_shown(value)}; give a finite number") from None
     choices, valid, note = f.metadata["choices"], f.metadata["valid"], f.metadata["note"]
     note = f" ({note})" if note else ""
     if choices and value not in choices:
@@ -340,8 +346,8 @@ def _coerce(key: str, value: Any) -> Any:
     kind = str(f.type)
     if value is None:
         if "None" not in kind:  # an empty value ('width:' or 'width: null') where a number or name belongs
-            raise ConfigError(f"option {key.replace('_', '-')} has no value; give a {kind.split(' ')[0]} or leave the "
-                              f"option out")
+            raise ConfigError(f"option {key.replace('_', '-')} has no value; give {KIND_WORDS[kind.split(' ')[0]]} or "
+                              f"leave the option out")
         return None
     try:
         if key == "classes":
@@ -370,7 +376,7 @@ def _coerce(key: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"option {key.replace('_', '-')}: {value!r} is not a valid {kind.split(' ')[0]}; "
+        raise ConfigError(f"option {key.replace('_', '-')}: {_shown(value)} is not a valid {kind.split(' ')[0]}; "
                           f"fix the value") from None
 
 

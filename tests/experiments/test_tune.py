@@ -262,7 +262,7 @@ def test_the_pruning_step_is_the_share_of_the_time_budget_used() -> None:
 
 def test_a_time_budget_of_zero_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["tune", "--trial-minutes", "0", "--out", str(tmp_path / "t"), "-q"])
-    assert result.exit_code == 2 and "--trial-minutes: use a number of minutes > 0" in result.output
+    assert result.exit_code == 2 and "invalid trial-minutes 0.0; use --trial-minutes in (0, 1000000]" in result.output
     assert not (tmp_path / "t").exists()
 
 
@@ -305,3 +305,14 @@ def test_a_study_continued_with_another_trial_budget_is_refused(tmp_path: Path) 
         assert "\n" not in str(err.value) and "another --study name" in str(err.value)
     assert len(trials(tmp_path / "study")) == 1  # nothing ran
     assert tune(settings(tmp_path, trials=2, jobs=2))["trials"]["complete"] == 2  # the same budget continues
+
+
+@pytest.mark.parametrize("args, words", [(["--sampler-seed", "-1"], "--sampler-seed -1: use 0 to 4294967295"),
+                                         (["--trial-epochs", "0"], "invalid trial-epochs 0; use --trial-epochs "),
+                                         (["--timeout", "inf"], "--timeout: use a number of minutes in (0, "),
+                                         (["--jobs", "100000"], "--jobs 100000: use 1 to 256")])
+def test_the_tuning_numbers_are_refused_in_one_line_before_any_work(tmp_path: Path, args: list[str],
+                                                                     words: str) -> None:
+    result = CliRunner().invoke(main, ["tune", *args, "--out", str(tmp_path / "t"), "-q"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
+    assert not (tmp_path / "t").exists()

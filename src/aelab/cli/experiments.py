@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from aelab.cli.options import config_options
-from aelab.config import PRESETS, resolve
+from aelab.config import PRESETS, check_value, resolve
 from aelab.errors import ConfigError
 
 
@@ -152,6 +152,11 @@ def study(quick: bool, out: str | None, runs: str | None, jobs: int, threads: in
     import sys
 
     from aelab.experiments.study import FULL, QUICK, run_study  # lazy: keeps 'aelab --help' free of torch
+    from aelab.experiments.tune.settings import MAX_JOBS  # lazy: keeps 'aelab --help' free of torch
+
+    check_value("threads", threads)  # before hours of training, not at the step that uses it
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ConfigError(f"--jobs {jobs}: use 1 to {MAX_JOBS} worker processes")
 
     # the command that runs the study (the README shows it), not the one that only writes its tables
     command = "aelab " + shlex.join(a for a in sys.argv[1:] if a != "--no-train") if sys.argv[1:2] == ["study"] else ""

@@ -25,7 +25,7 @@ PRESET_LIST = "\n".join(f"  {k:<16}{v}" for k, v in PRESET_HELP.items())
               help="continue the run in this folder exactly where it stopped")
 @click.option("--no-eval", is_flag=True, help="skip the test-set evaluation at the end")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
-@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--nproc", type=click.IntRange(1, 1024), default=None, metavar="N",
               help="train on N processes of this machine (DistributedDataParallel, started with torchrun's "
                    "launcher; --batch-size stays the global batch); for several machines run 'torchrun ... -m "
                    "aelab train' instead")

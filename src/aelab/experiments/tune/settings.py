@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aelab.config import MAX_MINUTES, RunConfig, merge
+from aelab.config import MAX_MINUTES, SEED_RANGE, RunConfig, check_value, merge
 from aelab.device import cores
 from aelab.errors import ConfigError
 from aelab.experiments.jobs import MACHINE_KEYS
@@ -95,11 +95,10 @@ class TuneSettings:
             (self.pruner in PRUNERS, f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}"),
             (self.objective in OBJECTIVES,
              f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}"),
-            (self.trial_epochs is None or self.trial_epochs >= 1, "--trial-epochs: use at least 1"),
-            (self.trial_train_limit is None or self.trial_train_limit >= 1, "--trial-train-limit: use at least 1"),
-            (self.trial_minutes is None or self.trial_minutes > 0, "--trial-minutes: use a number of minutes > 0"),
             (self.timeout_minutes is None or 0 < self.timeout_minutes <= MAX_MINUTES,
              f"--timeout: use a number of minutes in (0, {MAX_MINUTES}]"),
+            (SEED_RANGE[0] <= self.sampler_seed <= SEED_RANGE[1],
+             f"--sampler-seed {self.sampler_seed}: use {SEED_RANGE[0]} to {SEED_RANGE[1]}"),
             (1 <= self.heartbeat <= 3600, "--heartbeat: use 1 to 3600 seconds"),
             (self.base.val_fraction > 0, "tuning scores trials on the validation split; use --val-fraction > 0"),
             (bool(self.study.strip()), "--study: give the study a name"),
@@ -107,6 +106,11 @@ class TuneSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for key, value, flag in (("epochs", self.trial_epochs, "trial-epochs"),  # the training options' ranges
+                                 ("train_limit", self.trial_train_limit, "trial-train-limit"),
+                                 ("max_minutes", self.trial_minutes, "trial-minutes")):
+            if value is not None:  # None: the base configuration's
+                check_value(key, value, flag)
         self.base.validate()
         # Every option the space does not set must make a valid trial on its own.
         self.trial_config({})
