@@ -77,7 +77,7 @@ def test_ctrl_c_mid_epoch_then_resume_matches_straight_run(tmp_path):
 
 @pytest.mark.parametrize("args, match", [
     (["--dataset", "cifar10"], "cifar10"),
-    (["--model", "resnet"], "resnet"),
+    (["--model", "unet"], "unet"),
     (["--latent", "0"], "latent"),
     (["--latent", "-3"], "latent"),
     (["--batch-size", "0"], "batch-size"),

@@ -147,10 +147,19 @@ def plan(budget: Budget, threads: int | None = None, compare_latents: tuple[int,
 
 
 # ------------------------------------------------------------------------------------------ running it
+def _study_name(step: Step, budget: Budget) -> str:
+    """The tuning study's name carries its trial budget: a study refuses to continue with another budget
+    (trials of other lengths would be ranked together), so a changed budget starts a study of its own."""
+    parts = [f"e{budget.tune_epochs or 'recipe'}", f"n{budget.tune_train_limit or 'all'}"]
+    if budget.tune_minutes:
+        parts.append(f"m{budget.tune_minutes:g}")
+    return f"study-{step.name}-{'-'.join(parts)}"
+
+
 def _tune_step(step: Step, budget: Budget, runs: Path, jobs: int, progress: bool) -> tuple[Path, dict[str, Any]]:
     settings = TuneSettings(base=step.cfg, space=load_space(None, step.cfg, budget.tune_space),
                             out=runs / step.name,
-                            study=f"study-{step.name}", trials=budget.tune_trials, sampler=budget.sampler,
+                            study=_study_name(step, budget), trials=budget.tune_trials, sampler=budget.sampler,
                             sampler_seed=step.cfg.latent,
                             pruner="median", objective="ssim", jobs=jobs, trial_epochs=budget.tune_epochs,
                             trial_train_limit=budget.tune_train_limit, trial_minutes=budget.tune_minutes,
