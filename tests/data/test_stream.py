@@ -303,6 +303,6 @@ def test_pca_fits_all_small_images_and_a_seeded_sample_of_large_ones() -> None:
     pca = PCAModel(16, (3, 64, 64)).fit(patches, seed=1)  # 12,288 values: the randomized solver
     assert pca.pca.svd_solver == "randomized" and pca.fitted_on == len(patches)
     exact = PCAModel(16, (3, 64, 64))
-    exact.pca.set_params(svd_solver="full").fit(patches.reshape(len(patches), -1).numpy() / 255.0)
+    exact.pca.set_params(svd_solver="full").fit(patches.reshape(len(patches), -1).numpy().astype(np.float32) / 255)
     ratio = pca.pca.explained_variance_.sum() / exact.pca.explained_variance_.sum()
     assert 0.99 < ratio <= 1.0 + 1e-6  # the leading components, to 1% of the variance they explain

@@ -20,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
+import aelab
+from aelab.cli import main
 from aelab.config import resolve
 from aelab.data import load_dataset, load_raw
 from aelab.data.own import CACHE_FOLDER
@@ -161,3 +164,32 @@ def test_two_processes_share_one_folder_cache_and_train_the_in_memory_run(npy: P
     assert mb["split"] == ma["split"] | {"source": mb["split"]["source"]}
     assert mb["pca"]["overall"] == pytest.approx(ma["pca"]["overall"], rel=1e-6)
     assert mb["autoencoder"]["overall"]["ssim"] == pytest.approx(ma["autoencoder"]["overall"]["ssim"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_run_from_disk_through_the_commands(npy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train (with its evaluation and report), evaluate, encode, score and the Python API on a .npy read from
+    disk: every command reads the store as it would the tensor."""
+    monkeypatch.setenv("AELAB_STREAM", "1")
+    run = tmp_path / "run"
+
+    def cli(*args: object) -> object:
+        res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res
+
+    res = cli("train", "--dataset", f"npy:{npy}", "--model", "dense", "--latent", "8", "--width", "0.5", "--epochs",
+              "2", "--threads", "1", "--precision", "fp32", "--out", run, "-q")
+    assert "test SSIM" in res.output and (run / "report.html").stat().st_size > 10_000
+    record = json.loads((run / "data.json").read_text())
+    assert any("read from disk batch by batch" in note for note in record["notes"])
+    memory = load_dataset(f"npy:{npy}", stream=False, progress=False)
+    assert record["fingerprint"]["content"] == memory.fingerprint["content"]  # the same data as in memory
+    metrics = json.loads((run / "metrics.json").read_text())
+    again = cli("evaluate", run)
+    assert f"{metrics['autoencoder']['overall']['ssim']:.4f}" in again.output and "warning" not in again.stderr
+    cli("encode", run, "data:test", "-o", tmp_path / "codes.npy")
+    model = aelab.load(run)
+    np.testing.assert_allclose(np.load(tmp_path / "codes.npy"), model.encode(memory.test.images.numpy()), atol=1e-5)
+    cli("score", run, "data:test", "-o", tmp_path / "scores.csv")
+    assert len((tmp_path / "scores.csv").read_text().splitlines()) == 1 + len(memory.test)

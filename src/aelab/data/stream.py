@@ -145,6 +145,14 @@ class ArrayFile:
                                     f"promises (cut short while it was being read); {self.fix}")
                 done += got
 
+    def close(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.close()
+
+    def __del__(self) -> None:
+        self.close()
+
     def __getstate__(self) -> dict[str, Any]:  # a copy in another process opens the file itself
         return {**self.__dict__, "_fh": None, "_lock": None}
 
@@ -272,6 +280,11 @@ class ImageStore:
     def numpy(self) -> np.ndarray:
         """The whole split in memory (n, H, W) grey (squeezed) or (n, C, H, W): only for small splits."""
         return self[:].numpy()
+
+    def reshape(self, *shape: Any) -> torch.Tensor:
+        """The whole split in memory, reshaped (as a tensor would be): for consumers of small splits only (the
+        one-class baselines, figures); the training and evaluation passes read batches."""
+        return self[:].reshape(*shape)
 
     def chunks(self, size: int) -> Iterator[np.ndarray]:
         """The images in order, ``size`` at a time, as uint8 arrays (n, C, H, W)."""
