@@ -91,6 +91,8 @@ def test_levels_given_and_bad_options_are_one_line_errors():
         with pytest.raises(ConfigError, match=words) as err:
             build_model("resnet", 8, **kwargs)
         assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="too small"):
+        build_model("resnet", 8, shape=(1, 1, 1))
     with pytest.raises(ConfigError, match="likelihood"):
         build_model("resnet-vae", 8, likelihood="poisson")
     assert build_model("resnet", 8, batch_norm=False).hparams["model"] == "resnet"  # --no-batch-norm is fine

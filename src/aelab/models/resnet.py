@@ -118,6 +118,9 @@ def _check(shape: tuple[int, int, int], levels: int, activation: str, blocks: in
     if not (isinstance(levels, int) and 1 <= levels <= MAX_LEVELS):
         raise ConfigError(f"invalid levels {levels!r}; use --levels between 1 and {MAX_LEVELS} (or leave it out: "
                           f"halve until the map is at most {MAX_MAP} px)")
+    if max(shape[1:]) < 2:
+        raise ConfigError(f"{shape[1]}x{shape[2]} images are too small for the resnet models (they halve at least "
+                          f"once); use a model of another family (e.g. --model dense)")
     if 2 ** (levels - 1) >= max(shape[1:]):
         raise ConfigError(f"{levels} levels halve {shape[1]}x{shape[2]} images below 1 px; use --levels "
                           f"{(max(shape[1:]) - 1).bit_length()} or fewer (or leave it out)")
