@@ -105,6 +105,19 @@ def test_an_npy_read_from_disk_gives_the_in_memory_batches(arrays_dir: Path, nam
     assert len(limited.train) == 50 and isinstance(limited.train.images, ImageStore)
 
 
+def test_an_npy_converted_on_every_core_into_shards_gives_the_in_memory_conversion(arrays_dir, monkeypatch) -> None:
+    """Grey to RGB and 28 to 20 pixels (resized as in memory, by conform) once, into shards beside the file."""
+    monkeypatch.setattr(shards, "CHUNK_IMAGES", 64)  # several tasks for the two processes
+    spec = f"npy:{arrays_dir / 'grey.npy'}"
+    memory = load_dataset(spec, stream=False, progress=False, image_size=20, channels=3)
+    mapped = load_dataset(spec, stream=True, progress=False, image_size=20, channels=3)
+    assert mapped.shape == (3, 20, 20)
+    assert_same_splits(memory, mapped)
+    assert "written to the cache" in mapped.notes[0] and (arrays_dir / own.CACHE_FOLDER / "grey-s20-c3.shards").is_dir()
+    again = load_dataset(spec, stream=True, progress=False, image_size=20, channels=3)
+    assert "from the cache" in again.notes[0] and again.fingerprint == memory.fingerprint
+
+
 def test_the_rule_streams_what_exceeds_a_quarter_of_the_memory_available(arrays_dir, monkeypatch) -> None:
     size = (arrays_dir / "grey.npy").stat().st_size
     monkeypatch.delenv(stream.STREAM_ENV, raising=False)
@@ -141,7 +154,7 @@ def test_a_folder_decoded_into_shards_gives_the_in_memory_batches(pngs, tmp_path
     cache = root / own.CACHE_FOLDER / "own-auto.shards"
     assert sorted(p.name for p in cache.iterdir()) == ["labels.npy", "manifest.json"] + [
         f"shard-{k:05d}.npy" for k in range(6)]
-    assert "decoded from" in mapped.notes[0] and len(mapped.train.images.files) == 6
+    assert "written to the cache" in mapped.notes[0] and len(mapped.train.images.files) == 6
     again = load_dataset(f"folder:{root}", stream=True, progress=False)
     assert "read batch by batch from the cache" in again.notes[0] and again.fingerprint == memory.fingerprint
     # the shards read into memory when streaming is not wanted: no second decode
@@ -201,7 +214,7 @@ def test_a_shard_cut_short_or_rewritten_while_read_is_one_line_naming_it_and_the
         b.test.images[:]
     # opened again: the damaged cache is decoded anew, never trusted
     again = load_dataset(f"folder:{root}", stream=True, progress=False)
-    assert "decoded from" in again.notes[0] and again.fingerprint == b.fingerprint
+    assert "written to the cache" in again.notes[0] and again.fingerprint == b.fingerprint
     assert torch.equal(again.train.images[:], load_dataset(f"folder:{root}", stream=False,
                                                            progress=False).train.images)
 

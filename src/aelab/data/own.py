@@ -31,6 +31,7 @@ the usual ``DataBundle`` of them (validation split, class subsets, limits).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zipfile
@@ -265,8 +266,9 @@ def _build_shards(layout: folders.FolderLayout, folder: Path, key: str, shape: t
         train, test, train_y, test_y = [train[i] for i in tr], [train[i] for i in te], train_y[tr], train_y[te]
         notes.append(f"test split: {len(te):,} of {len(train) + len(test):,} images ({test_fraction:g}, seed "
                      f"{TEST_SEED})")
-    cache = shards.build(folder, key, str(layout.root), train, train_y, test, test_y, layout.classes, shape,
-                         content_digest, progress)
+    parts = shards.decode_chunks(train + test, shape[0], shape[1:], progress, desc=f"decode {layout.root.name}")
+    cache = shards.build(folder, key, str(layout.root), parts, train_y, test_y, layout.classes, shape,
+                         content_digest)
     data = _from_shards(cache, str(layout.root), key, stream)
     data.notes += notes
     return data
@@ -283,26 +285,46 @@ def _from_shards(cache: shards.ShardCache, source: str, key: str, stream: bool |
 
 
 def _map_npy(path: Path, image_size: int | None, channels: int | None, test_fraction: float,
-             stream: bool | None) -> OwnData | None:
+             stream: bool | None, progress: bool = True) -> OwnData | None:
     """A .npy of uint8 images read in place (``data.stream``) when it is to be read from disk; else None
-    (read into memory). A file shorter than its header says is a ``DataError`` either way."""
+    (read into memory). Other channels or an ``image_size`` convert it once, on every core, into a cache of
+    shards beside it (``data.shards``). A file shorter than its header says is a ``DataError`` either way."""
     mapped = open_npy(path, "restore it, or start again on the file as it is now")
     if mapped is None or not wanted(mapped.end - mapped.offset, stream):
         return None
     store = ImageStore([mapped], layout_of(mapped.shape) or "nchw")
     c, h, w = store.image_shape
-    if (channels or c) != c or (image_size or h, image_size or w) != (h, w):
-        raise DataError(f"{path}: --image-size/--channels convert images in memory, but this file is read from disk "
-                        f"as it is; save it at the size and channels to train on, or set AELAB_STREAM=0")
-    check_side(str(path), (h, w), image_size)
+    check_side(str(path), (image_size, image_size) if image_size else (h, w), image_size)
     (y,), classes = arrays.to_labels([(None, len(store), str(path))], None)  # one class, as read_npy
     tr, te = seeded_test_split(len(store), test_fraction, str(path))
-    x, x_test = store.subset(tr), store.subset(te)
-    notes = [f"read from disk batch by batch: {path}",
-             f"test split: {len(te):,} of {len(store):,} images ({test_fraction:g}, seed {TEST_SEED})"]
+    notes = [f"test split: {len(te):,} of {len(store):,} images ({test_fraction:g}, seed {TEST_SEED})"]
     key = hashlib.sha256(f"{path.resolve()}|{folders.file_stamp(path)}\n".encode()).hexdigest()
-    content = content_digest(x, y[tr], x_test, y[te], classes)  # type: ignore[arg-type]
-    return OwnData(x, y[tr], x_test, y[te], classes, str(path), key, content, notes)  # type: ignore[arg-type]
+    shape = (channels or c, image_size or h, image_size or w)
+    if shape == (c, h, w):
+        x, x_test = store.subset(tr), store.subset(te)
+        content = content_digest(x, y[tr], x_test, y[te], classes)  # type: ignore[arg-type]
+        return OwnData(x, y[tr], x_test, y[te], classes, str(path), key, content,  # type: ignore[arg-type]
+                       [f"read from disk batch by batch: {path}", *notes])
+    ckey = hashlib.sha256(f"{key}|size={image_size}|channels={channels}|test={test_fraction}".encode()).hexdigest()
+    dirs = [p.with_suffix(".shards") for p in _cache_paths(path.parent, f"{path.stem}-s{image_size}-c{channels}")]
+    for folder in dirs:
+        cached = shards.open_cache(folder, ckey)
+        if isinstance(cached, shards.ShardCache):
+            return _from_shards(cached, str(path), key, stream)
+    rows, step = np.concatenate([tr, te]), shards.chunk_size(c * h * w)
+    convert = functools.partial(_converted, channels=channels, image_size=image_size, label=str(path))
+    parts = shards.ordered_map(convert, [store.subset(rows[i:i + step]) for i in range(0, len(rows), step)],
+                               progress, desc=f"convert {path.name}")
+    cache = shards.build(shards.cache_folder(dirs), ckey, str(path), parts, y[tr], y[te], classes, shape,
+                         content_digest)
+    data = _from_shards(cache, str(path), key, stream)
+    data.notes += notes
+    return data
+
+
+def _converted(images: ImageStore, channels: int | None, image_size: int | None, label: str) -> np.ndarray:
+    """``conform`` on a few images read from disk: a task of ``shards.ordered_map``."""
+    return conform(images.take(slice(None)), channels, image_size, label, progress=False)
 
 
 def _array_headers(kind: str, path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -339,7 +361,7 @@ def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | 
                  progress: bool, stream: bool | None = None) -> OwnData:
     if kind in ("npz", "npy") and not path.is_file():
         raise DataError(f"{path}: no such file; give --dataset {kind}:PATH with the path of a .{kind} file")
-    mapped = _map_npy(path, image_size, channels, test_fraction, stream) if kind == "npy" else None
+    mapped = _map_npy(path, image_size, channels, test_fraction, stream, progress) if kind == "npy" else None
     if mapped is not None:
         return mapped
     _check_array_memory(kind, path, channels, image_size)

@@ -23,9 +23,12 @@ A folder read from disk (``data.stream``) is decoded once into ``<cache>/<tag>.s
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -55,7 +58,8 @@ DISK_MARGIN = 64 << 20  # left free beyond the cache itself
 
 
 # ------------------------------------------------------------------------------------------ decoding on all cores
-def _chunk_size(image_bytes: int) -> int:
+def chunk_size(image_bytes: int) -> int:
+    """Images per task of the process pool (``CHUNK_IMAGES``, fewer for large images)."""
     return max(1, min(CHUNK_IMAGES, CHUNK_BYTES // max(1, image_bytes)))
 
 
@@ -65,39 +69,46 @@ def _pool_context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
-def decode_chunks(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
-                  desc: str = "decode", workers: int | None = None) -> Iterator[np.ndarray]:
-    """The pixels of ``files`` (``folders.decode``: uint8 (n, C, H, W)), decoded by ``workers`` processes (default:
-    every core this process may use) in chunks, yielded in the files' order; a few chunks ahead at most."""
-    step = _chunk_size(channels * size[0] * size[1])
-    chunks = [files[i:i + step] for i in range(0, len(files), step)]
-    workers = max(1, min(workers or cores(), len(chunks)))
-    bar = tqdm(total=len(files), desc=desc, unit="img", disable=None if progress else True, leave=False)
+def ordered_map(fn: Callable[..., np.ndarray], tasks: list[Any], progress: bool = True, desc: str = "decode",
+                workers: int | None = None) -> Iterator[np.ndarray]:
+    """``fn(task)`` (an array of images) for each of ``tasks``, by ``workers`` processes (default: every core this
+    process may use), yielded in order, a few tasks ahead at most; a progress bar counts the images. A worker's
+    error (a ``DataError`` naming a damaged file) is raised here."""
+    workers = max(1, min(workers or cores(), len(tasks)))
+    bar = tqdm(total=sum(len(t) for t in tasks), desc=desc, unit="img", disable=None if progress else True,
+               leave=False)
     try:
         if workers == 1:
-            for chunk in chunks:
-                yield folders.decode(chunk, channels, size, progress=False)
-                bar.update(len(chunk))
+            for task in tasks:
+                part = fn(task)
+                bar.update(len(part))
+                yield part
             return
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
         try:
-            pending: collections.deque[Future[np.ndarray]] = collections.deque()
-            todo = iter(chunks)
-            for chunk in todo:
-                pending.append(pool.submit(folders.decode, chunk, channels, size, False))
-                if len(pending) >= 2 * workers:
-                    break
+            todo = iter(tasks)
+            pending: collections.deque[Future[np.ndarray]] = collections.deque(
+                pool.submit(fn, task) for task in itertools.islice(todo, 2 * workers))
             while pending:
-                part = pending.popleft().result()  # a worker's DataError (a damaged file) is raised here
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(folders.decode, nxt, channels, size, False))
+                part = pending.popleft().result()
+                for task in itertools.islice(todo, 1):
+                    pending.append(pool.submit(fn, task))
                 bar.update(len(part))
                 yield part
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+
+
+def decode_chunks(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
+                  desc: str = "decode", workers: int | None = None) -> Iterator[np.ndarray]:
+    """The pixels of ``files`` (``folders.decode``: uint8 (n, C, H, W)), decoded on every core in chunks
+    (``ordered_map``), in the files' order."""
+    step = chunk_size(channels * size[0] * size[1])
+    chunks = [files[i:i + step] for i in range(0, len(files), step)]
+    fn = functools.partial(folders.decode, channels=channels, size=size, progress=False)
+    return ordered_map(fn, chunks, progress, desc, workers)
 
 
 def decode_all(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
@@ -229,16 +240,18 @@ def _split_parts(parts: Iterator[np.ndarray], counts: list[int]) -> Iterator[Ite
         yield run(n)
 
 
-def build(folder: Path, key: str, source: str, train: list[Path], train_y: np.ndarray, test: list[Path],
+def build(folder: Path, key: str, source: str, parts: Iterator[np.ndarray], train_y: np.ndarray,
           test_y: np.ndarray, classes: tuple[str, ...], shape: tuple[int, int, int],
-          digest: Callable[..., str], progress: bool = True) -> ShardCache:
-    """Decode ``train`` then ``test`` files into the cache ``folder`` (see the module docstring) and map it.
+          digest: Callable[..., str]) -> ShardCache:
+    """Write the images ``parts`` yields (lazily: chunks of uint8 (n, C, H, W), the training images then the test
+    images, as many as there are labels) into the cache ``folder`` (see the module docstring), and open it.
     ``digest(x, y, x_test, y_test, classes)``: the content digest (``own.content_digest``), read back."""
-    with _build_lock(folder):
+    n_train, n_test = len(train_y), len(test_y)
+    with _build_lock(folder), contextlib.closing(parts):  # closing: stops the decoding processes
         hit = open_cache(folder, key)  # another process may have built it while this one waited
         if isinstance(hit, ShardCache):
             return hit
-        n, image_bytes = len(train) + len(test), int(np.prod(shape))
+        n, image_bytes = n_train + n_test, int(np.prod(shape))
         per_shard = max(1, SHARD_BYTES // image_bytes)
         counts = [min(per_shard, n - i) for i in range(0, n, per_shard)]
         need = n * image_bytes + 128 * len(counts) + 8 * n + DISK_MARGIN
@@ -248,16 +261,15 @@ def build(folder: Path, key: str, source: str, train: list[Path], train_y: np.nd
                             f"disk for the decoded cache but {folder.parent} has {size_text(free)} free; free some "
                             f"space there or give a smaller --image-size")
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-        parts = decode_chunks(train + test, shape[0], shape[1:], progress, desc=f"decode {Path(source).name}")
         try:
             shards = [_write_shard(tmp / f"shard-{k:05d}.npy", run, count, shape)
                       for k, (run, count) in enumerate(zip(_split_parts(parts, counts), counts, strict=True))]
             labels = np.concatenate([train_y, test_y]).astype(np.int64)
             np.save(tmp / "labels.npy", labels)
             meta = {"format": SHARDS_FORMAT, "key": key, "source": source, "classes": list(classes),
-                    "shape": list(shape), "train": len(train), "test": len(test), "shards": shards}
+                    "shape": list(shape), "train": n_train, "test": n_test, "shards": shards}
             tr, te = _stores(tmp, meta)
-            meta["content"] = digest(tr, labels[:len(train)], te, labels[len(train):], classes)
+            meta["content"] = digest(tr, labels[:n_train], te, labels[n_train:], classes)
             (tmp / "manifest.json").write_text(json.dumps(meta, indent=1))
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}.tmp")
             if folder.exists():
@@ -269,12 +281,11 @@ def build(folder: Path, key: str, source: str, train: list[Path], train_y: np.nd
                             f"{err.strerror or err}; free some space or fix the permissions (nothing was "
                             f"kept; the previous cache is unchanged)") from None
         finally:
-            parts.close()  # stops the decoding processes
             shutil.rmtree(tmp, ignore_errors=True)
     cache = open_cache(folder, key)
     if not isinstance(cache, ShardCache):
         raise DataError(f"{folder}: the cache just written cannot be read back ({cache}); delete it and run again")
-    cache.notes = [f"{n:,} images decoded from {source} into the cache {folder}"]
+    cache.notes = [f"{n:,} images from {source} written to the cache {folder}"]
     return cache
 
 

@@ -24,7 +24,7 @@ from aelab.models import Autoencoder, PCAModel, inference_batch, inference_copy,
 
 Images = torch.Tensor | ImageStore
 CHUNK_IMAGES = 2048        # images per step of a pass at most (a multiple of the CPU inference batch)
-CHUNK_BYTES = 64 << 20     # float32 pixels per step of a pass at most
+CHUNK_BYTES = 16 << 20     # float32 pixels per step of a pass at most (SSIM holds ~16x that)
 KEEP_BYTES = 256 << 20     # reconstructions an evaluation keeps for the report, at most (float32, both models)
 
 

@@ -62,7 +62,7 @@ class PCAModel:
         if not isinstance(images, torch.Tensor):
             images = images[:]  # a store (data.stream): read whole; callers pass batches
         x = images.reshape(images.shape[0], -1)
-        x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+        x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)  # one float copy
         return x.numpy()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
