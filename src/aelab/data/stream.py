@@ -29,6 +29,7 @@ when it was opened, and a read that comes back short is an error too: a file cut
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -135,14 +136,18 @@ class ArrayFile:
                 self._fh = self.path.open("rb", buffering=0)
         fd, size = self._fh.fileno(), self.row_bytes
         cuts = np.flatnonzero(np.diff(rows) != 1) + 1
-        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]]), strict=True):
-            view = memoryview(out[a:b]).cast("B")
-            where, done = self.offset + int(rows[a]) * size, 0
-            while done < len(view):
-                got = _pread(fd, self._lock, view[done:], where + done)
+        starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]])
+        buf = memoryview(out.reshape(-1)).cast("B")
+        pread = os.preadv if hasattr(os, "preadv") else functools.partial(_pread, lock=self._lock)
+        for a, b, where in zip((starts * size).tolist(), (ends * size).tolist(),
+                               (self.offset + rows[starts] * size).tolist(), strict=True):
+            done = a
+            while done < b:  # one read, unless the system returns fewer bytes
+                got = pread(fd, [buf[done:b]], where + done - a)
                 if got <= 0:
-                    raise DataError(f"{self.path} ends before image {int(rows[a]) + done // size:,} its header "
-                                    f"promises (cut short while it was being read); {self.fix}")
+                    image = (where - self.offset + done - a) // size
+                    raise DataError(f"{self.path} ends before image {image:,} its header promises (cut short while "
+                                    f"it was being read); {self.fix}")
                 done += got
 
     def close(self) -> None:
@@ -160,14 +165,12 @@ class ArrayFile:
         self.__dict__.update(state, _lock=threading.Lock())
 
 
-def _pread(fd: int, lock: threading.Lock, view: memoryview, where: int) -> int:
-    """Bytes read at ``where`` into ``view`` (positional: threads share the file)."""
-    if hasattr(os, "preadv"):
-        return os.preadv(fd, [view], where)
-    with lock:  # no positional read here (Windows): seek and read under the lock
+def _pread(fd: int, views: list[memoryview], where: int, lock: threading.Lock) -> int:
+    """``os.preadv`` where there is none (Windows): seek and read under the file's lock."""
+    with lock:
         os.lseek(fd, where, os.SEEK_SET)
-        data = os.read(fd, len(view))
-    view[:len(data)] = data
+        data = os.read(fd, len(views[0]))
+    views[0][:len(data)] = data
     return len(data)
 
 
