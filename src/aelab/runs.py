@@ -11,7 +11,10 @@ A run folder holds, each named by ``Run`` and by no other module:
 - ``metrics.json``, ``pca.safetensors`` (the fitted PCA baseline), ``eval-cache.safetensors`` (results a
   repeated evaluation reads back), ``figures/`` and ``report.html``;
 - after ``aelab anomaly``: ``detector.safetensors`` and ``anomaly.json``; after ``aelab explore``: ``explorer/``
-  (the 2-D maps, ``projection-<method>.npz``); and the lock, ``.aelab.lock`` (``files.folder_lock``).
+  (the 2-D maps, ``projection-<method>.npz``); and the lock, ``.aelab.lock`` (``files.folder_lock``);
+- ``facts.json`` (what the latest training session ran with: parameters, precision and why, threads, machine,
+  trackers); with ``--track``: ``tracking.json`` (the MLflow run this run logs to) and TensorBoard's event files
+  (``events.out.tfevents.*``, in the run folder itself, so ``tensorboard --logdir runs`` shows every run).
 
 Everything a person sees can be rebuilt from it.
 """
@@ -127,6 +130,23 @@ class Run:
     def explorer(self) -> Path:
         return self.path / "explorer"
 
+    @property
+    def facts(self) -> Path:
+        return self.path / "facts.json"
+
+    @property
+    def tracking(self) -> Path:
+        return self.path / "tracking.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The folder TensorBoard's event files go in: the run folder itself (one run per folder of the runs)."""
+        return self.path
+
+    def event_files(self) -> list[Path]:
+        """TensorBoard's event files of this run, oldest first (their names begin with the time)."""
+        return sorted(self.tensorboard.glob("events.out.tfevents.*"))
+
     def projection(self, method: str) -> Path:
         """The explorer's cached 2-D map made by ``method`` (pca, umap, tsne)."""
         return self.explorer / f"projection-{method}.npz"
@@ -134,7 +154,8 @@ class Run:
     def files(self) -> tuple[Path, ...]:
         """Every file and folder aelab writes in a run (the lock aside): all that ``clear`` may delete."""
         return (self.mark, self.config_file, self.data_record, self.best, self.last, self.history, self.metrics,
-                self.pca, self.eval_cache, self.figures, self.report, self.detector, self.anomaly, self.explorer)
+                self.pca, self.eval_cache, self.figures, self.report, self.detector, self.anomaly, self.explorer,
+                self.facts, self.tracking, *self.event_files())
 
     # ---------------------------------------------------------------------------------- what the folder is
     def writing(self) -> AbstractContextManager[None]:
