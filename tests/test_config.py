@@ -65,7 +65,7 @@ def test_own_data_sets_are_named_with_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = resolve(overrides={"dataset": "folder:my images", "image_size": 32, "channels": 3})
     assert cfg.dataset == f"folder:{tmp_path / 'my images'}" and cfg.dataset_name == "my images"
-    assert cfg.data_kwargs()["image_size"] == 32 and cfg.data_kwargs()["channels"] == 3
+    assert cfg.data_kwargs()["image_size"] == (32, 32) and cfg.data_kwargs()["channels"] == 3
     assert resolve(overrides={"dataset": "npz:d/digits.npz"}).dataset_name == "digits"
     assert resolve(overrides={"dataset": "mnist"}).dataset_name == "mnist"
     f = tmp_path / "config.yaml"

@@ -25,6 +25,16 @@ FAMILIES: dict[str, bool] = {
 }
 MODEL_NAMES: tuple[str, ...] = tuple(FAMILIES)
 VAE_MODELS: tuple[str, ...] = tuple(name for name, variational in FAMILIES.items() if variational)
-ACTIVATION_NAMES: tuple[str, ...] = ("relu", "leaky_relu", "elu", "gelu", "tanh")
+ACTIVATION_NAMES: tuple[str, ...] = ("relu", "leaky_relu", "elu", "gelu", "tanh", "silu")
+# The families that grow with the image (their depth follows its size: --levels, --blocks); the others are built
+# for images of about 28x28.
+SCALING_MODELS: tuple[str, ...] = ("resnet", "resnet-vae")
+# Each family's own activation (its builder's default), where --activation is not given; relu for the others.
+OWN_ACTIVATIONS: dict[str, str] = {"resnet": "silu", "resnet-vae": "silu"}
+
+
+def own_activation(model: str) -> str:
+    """The activation ``model`` uses when none is chosen: its builder's default (checked by the tests)."""
+    return OWN_ACTIVATIONS.get(model, "relu")
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")  # a VAE's p(x|z): BCE, or MSE with a standard deviation
 LATENT_RANGE: tuple[int, int] = (1, 1024)

@@ -126,7 +126,7 @@ def test_colour_photographs_through_every_command(photos, tmp_path):
     run = tmp_path / "colour"
     res = ok(cli("train", "--dataset", f"folder:{photos}", "--image-size", "30", "--latent", "8", "--width", "0.25",
                  "--epochs", "2", "--out", run, *TINY))
-    assert "pad 30x30 images with zeros to 32x32" in res.stderr  # the conv path halves twice: said, not hidden
+    assert "conv-modified pads 30x30 images with zeros to 32x32" in res.stderr  # halves twice: said, not hidden
     m = json.loads((run / "metrics.json").read_text())
     assert m["split"]["shape"] == [3, 30, 30] and m["split"]["test"] == 20
     assert set(m["autoencoder"]["per_class"]) == {"china", "flower"}

@@ -209,7 +209,7 @@ def test_rejects_nan_inf_and_bad_shapes(data, fitted):
     with pytest.raises(ValueError, match="NaN"):
         fitted.inverse_transform(np.full((2, 8), np.nan))
     with pytest.raises(ValueError, match="unknown model"):
-        AutoencoderReducer(**{**TINY, "model": "resnet"}).fit(X)
+        AutoencoderReducer(**{**TINY, "model": "unet"}).fit(X)
 
 
 def test_unfitted_raises_not_fitted(data):

@@ -92,7 +92,7 @@ def tune(space: str | None, search_latent: str | None, study_name: str | None, o
     if latents:
         search = search.with_choice("latent", latents, base)
     latent = "search" if "latent" in search.names else base.latent
-    name = study_name or f"tune-{base.dataset_name}-{base.model}-{latent}-{objective}"
+    name = study_name or f"tune-{base.dataset_name}-{base.model_label}-{latent}-{objective}"
     settings = TuneSettings(
         base=base, space=search, out=Path(out) if out else Path("tune") / name, study=name, storage=storage,
         trials=trials, sampler=sampler, pruner=pruner, objective=objective, jobs=jobs,

@@ -5,9 +5,16 @@ from __future__ import annotations
 import click
 
 from aelab.cli.options import seed_option
+from aelab.vocabulary import VAE_MODELS
+
+VAE_LIST = ", ".join(VAE_MODELS[:-1]) + f" or {VAE_MODELS[-1]}" if len(VAE_MODELS) > 1 else VAE_MODELS[0]
 
 
-@click.command()
+@click.command(help=f"""Draw N codes from the prior of the VAE in RUN, decode them and write one grid PNG.
+
+    The images are the decoder's mean images (no pixel noise). Only a VAE run (--model {VAE_LIST}) has a prior to
+    sample from.
+    """)
 @click.argument("run", type=click.Path())
 @click.option("-n", "n", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="how many samples from the prior")
@@ -18,11 +25,7 @@ from aelab.cli.options import seed_option
 @click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNG")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 def sample(run: str, n: int, out: str, seed: int, manifold: int | None, scale: int, checkpoint: str) -> None:
-    """Draw N codes from the prior of the VAE in RUN, decode them and write one grid PNG.
-
-    The images are the decoder's mean images (no pixel noise). Only a VAE run (--model vae or vae-dense) has a
-    prior to sample from.
-    """
+    """``aelab sample``: the help is above, with the VAE families from the vocabulary."""
     from aelab.use.sample import sample_to_png  # lazy: keeps 'aelab --help' free of torch
 
     res = sample_to_png(run, out, n=n, seed=seed, manifold=manifold, scale=scale, which=checkpoint)

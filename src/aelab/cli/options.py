@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from aelab.config import Bound, RunConfig, check_value
+from aelab.config import Bound, Notice, RunConfig, check_value
 
 
 def _click_type(f: Any) -> tuple[Any, bool]:
@@ -45,6 +45,11 @@ def seed_option(help: str) -> Any:
     return click.option("--seed", type=int, default=0, show_default=True, callback=check, help=help)
 
 
+def _joined(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> str | None:
+    """A repeated option's values as one comma-separated list (None when it is not given)."""
+    return ",".join(values) if values else None
+
+
 def config_options(func: Any) -> Any:
     """One ``--option`` per RunConfig field; unset options stay None so they do not override a config file."""
     defaults = RunConfig()
@@ -56,6 +61,8 @@ def config_options(func: Any) -> Any:
         help_text = f.metadata["help"] + (f" [{'; '.join(notes)}]" if notes else "")
         if is_flag:
             func = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)(func)
+        elif str(f.type).startswith("list[str]"):  # names: comma separated, or the option repeated
+            func = click.option(f"--{flag}", f.name, type=str, multiple=True, callback=_joined, help=help_text)(func)
         else:
             func = click.option(f"--{flag}", f.name, type=kind, default=None, help=help_text)(func)
     return func
@@ -63,8 +70,12 @@ def config_options(func: Any) -> Any:
 
 @contextmanager
 def warnings_as_lines() -> Iterator[None]:
-    """Show aelab's warnings (e.g. resized images) as one 'warning: ...' line each."""
+    """Show aelab's warnings (e.g. resized images) as one 'warning: ...' line each, and its notices (the model
+    chosen for the data) as one 'note: ...' line each."""
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        click.echo(f"{'note' if issubclass(category, Notice) else 'warning'}: {message}", err=True)
+
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda message, *a, **k: click.echo(f"warning: {message}", err=True)
+        warnings.showwarning = show
         yield

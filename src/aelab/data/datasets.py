@@ -24,6 +24,7 @@ import torch
 from aelab.data.idx import cache_dir, download_file, read_idx
 from aelab.data.own import check_side, conform, is_own, load_own
 from aelab.data.pixels import SHAPE, as_nchw, image_shape, shape_text
+from aelab.data.resize import Target, resize_note, resize_record, target
 from aelab.data.stream import ImageStore
 from aelab.errors import DataError
 
@@ -159,12 +160,15 @@ class DataBundle:
     shape: tuple[int, int, int] = SHAPE  # (C, H, W) of every image
     fingerprint: dict[str, str] = field(default_factory=dict)  # "files" (names, sizes, times), "content" (pixels)
     notes: list[str] = field(default_factory=list)  # what loading did (decoded, cached, resized, test split)
+    resize: dict[str, Any] | None = None  # --image-size and --resize: {"size": [H, W], "mode", "means"} (data.resize)
 
     def record(self) -> dict[str, Any]:
-        """What a run folder keeps of its data (``data.json``): source, shape, counts, classes, fingerprints."""
+        """What a run folder keeps of its data (``data.json``): source, shape, counts, classes, fingerprints, and
+        how the images were resized (when they were)."""
         return {"dataset": self.name, "source": self.source, "shape": list(self.shape), "classes": list(self.classes),
                 "images": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
-                "fingerprint": dict(self.fingerprint), "notes": list(self.notes)}
+                "fingerprint": dict(self.fingerprint), "notes": list(self.notes),
+                **({"resize": dict(self.resize)} if self.resize else {})}
 
 
 @functools.lru_cache(maxsize=4)
@@ -212,14 +216,17 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | None = None,
                  val_fraction: float = 0.1, seed: int = 0, classes: Sequence[str | int] | None = None,
                  train_limit: int | None = None, test_limit: int | None = None, download: bool = True,
-                 image_size: int | None = None, channels: int | None = None, test_fraction: float = 0.2,
-                 progress: bool = True, stream: bool | None = None) -> DataBundle:
+                 image_size: int | tuple[int, int] | Target | None = None, channels: int | None = None,
+                 test_fraction: float = 0.2, progress: bool = True, stream: bool | None = None, resize: str = "crop"
+                 ) -> DataBundle:
     """Load, verify and split a data set: a built-in one by name, or the user's own images (``folder:PATH``,
     ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``: ``data.own``). ``train_limit``/``test_limit`` take a seeded
-    slice (for quick runs); ``image_size`` and ``channels`` convert the images (``data.own.conform``). ``stream``:
+    slice (for quick runs); ``image_size`` (N or (H, W)), ``resize`` (crop, pad, stretch: ``data.resize``) and
+    ``channels`` convert the images (``data.own.conform``). ``stream``:
     the user's own images read from disk batch by batch (True), into memory (False), or by their size (None:
     ``data.stream``, ``AELAB_STREAM``); the built-in data sets are always in memory."""
     notes: list[str] = []
+    image_size = target(image_size, resize)
     if is_own(name):
         own = load_own(name, image_size=image_size, channels=channels, test_fraction=test_fraction,
                        progress=progress, stream=stream)
@@ -231,7 +238,7 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
         names, source = info.classes, str(folder)
         fingerprint = {"content": hashlib.sha256("".join(info.sha256[s] for s in FILES).encode()).hexdigest()}
         if image_size is not None or channels is not None:  # the built-in images converted like the user's own
-            check_side(name, (image_size, image_size) if image_size else train_x.shape[1:], image_size)
+            check_side(name, image_size.size if image_size else train_x.shape[1:], image_size)
             train_x, test_x = (conform(x[:, None], channels, image_size, name, progress) for x in (train_x, test_x))
             notes.append(f"converted to {shape_text(train_x.shape[1:])}")
     keep = resolve_classes(classes, names)
@@ -259,7 +266,8 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
 
     return DataBundle(name=name, classes=tuple(names), train=split(train_x, train_y, tr),
                       val=split(train_x, train_y, va), test=split(test_x, test_y, test_idx), source=source,
-                      shape=shape, fingerprint=fingerprint, notes=notes)
+                      shape=shape, fingerprint=fingerprint, notes=[*notes, *filter(None, [resize_note(image_size)])],
+                      resize=resize_record(image_size))
 
 
 def _rows(x: np.ndarray | ImageStore, keep: np.ndarray) -> np.ndarray | ImageStore:

@@ -136,11 +136,11 @@ def files_key(layout: FolderLayout) -> str:
     return h.hexdigest()
 
 
-def inspect(files: list[Path], image_size: int | None) -> tuple[tuple[int, int], int]:
-    """((H, W) every image has, 3 when any image is in colour else 1), from the files' headers only.
+def inspect(files: list[Path], image_size: tuple[int, int] | None) -> tuple[tuple[int, int], int]:
+    """((H, W) every image will have, 3 when any image is in colour else 1), from the files' headers only.
 
-    Without ``image_size`` every image must have the size of the first one (``DataError`` naming the first that
-    differs and the fix, ``--image-size``).
+    Without ``image_size`` (H, W) every image must have the size of the first one (``DataError`` naming the first
+    that differs and the fix, ``--image-size``).
     """
     first: tuple[Path, tuple[int, int]] | None = None
     colour = False
@@ -151,17 +151,17 @@ def inspect(files: list[Path], image_size: int | None) -> tuple[tuple[int, int],
             first = (f, size)
         elif size != first[1] and image_size is None:
             raise DataError(f"{f}: image is {size[1]}x{size[0]} but {first[0].name} is {first[1][1]}x{first[1][0]}; "
-                            f"give --image-size N to resize every image to NxN (the centre cropped to the aspect)")
+                            f"give --image-size N or HxW to resize every image to it (--resize: how the aspect fits)")
     assert first is not None
-    return (first[1] if image_size is None else (image_size, image_size)), 3 if colour else 1
+    return (first[1] if image_size is None else image_size), 3 if colour else 1
 
 
 def decode(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
-           desc: str = "decode") -> np.ndarray:
-    """The pixels of ``files`` as uint8 (n, C, H, W): converted to ``channels``, resized to ``size`` (H, W) when
-    they differ (aspect kept, the centre cropped). A damaged or truncated file is a ``DataError`` naming it."""
+           desc: str = "decode", resize: str = "crop") -> np.ndarray:
+    """The pixels of ``files`` as uint8 (n, C, H, W): converted to ``channels``, resized to ``size`` (H, W) by
+    ``resize`` when they differ (``data.resize.fit``). A damaged or truncated file is a ``DataError`` naming it."""
     h, w = size
     out = np.empty((len(files), channels, h, w), dtype=np.uint8)
     for i, f in enumerate(tqdm(files, desc=desc, unit="img", disable=None if progress else True, leave=False)):
-        out[i] = read_image(f, (channels, h, w))
+        out[i] = read_image(f, (channels, h, w), resize)
     return out

@@ -4,9 +4,9 @@
 (n, C, H, W) arrays, train and test, with labels, class names and fingerprints; ``datasets.load_dataset`` makes
 the usual ``DataBundle`` of them (validation split, class subsets, limits).
 
-- **Shape.** Without ``image_size`` every image keeps its size (all must agree); with it, each is resized so
-  that its shorter side is ``image_size`` and the centre is cropped to a square (Pillow's ``ImageOps.fit``,
-  Lanczos): the aspect is kept by cropping, never by stretching or padding. ``channels`` 1 makes colour grey
+- **Shape.** Without ``image_size`` every image keeps its size (all must agree); with it (N, (H, W) or a
+  ``resize.Target``), each is resized to it by ``resize``: crop (the default: scaled to cover, the centre cut
+  out), pad (scaled to fit, black bars) or stretch (``data.resize.fit``, Lanczos). ``channels`` 1 makes colour grey
   (ITU-R 601 luma, as Pillow), 3 repeats grey into RGB; by default grey data stays grey and colour stays RGB.
 - **Test split.** A folder's ``test/`` sub-folder, a ``.npz``'s ``x_test`` / ``y_test``, IDX ``t10k-`` files;
   otherwise ``test_fraction`` of the images, drawn with a fixed seed (the same test set for every run).
@@ -45,6 +45,7 @@ from tqdm import tqdm
 from aelab.data import arrays, folders, shards
 from aelab.data.idx import cache_dir
 from aelab.data.pixels import pil_to_array, shape_text
+from aelab.data.resize import Target, target
 from aelab.data.stream import (  # available_memory, size_text: owned there, used here too
     ImageStore,
     available_memory,
@@ -111,7 +112,7 @@ def check_memory(label: str, n: int, need: int, what: str, fix: str, how: str = 
                         f"batch by batch instead unless AELAB_STREAM=0)")
 
 
-def check_side(label: str, size: tuple[int, int], image_size: int | None) -> None:
+def check_side(label: str, size: tuple[int, int], image_size: Target | None) -> None:
     """``DataError`` when images of ``size`` (H, W) are smaller than ``MIN_SIDE`` on a side."""
     if min(size) < MIN_SIDE:
         fix = f"give --image-size {MIN_SIDE} or more" if image_size is not None else \
@@ -121,24 +122,24 @@ def check_side(label: str, size: tuple[int, int], image_size: int | None) -> Non
 
 
 # ------------------------------------------------------------------------------------------ conversions
-def conform_bytes(shape: tuple[int, int, int, int], channels: int | None, image_size: int | None) -> int:
+def conform_bytes(shape: tuple[int, int, int, int], channels: int | None, image_size: Target | None) -> int:
     """Bytes ``conform`` allocates for images of ``shape`` (n, C, H, W): the other channels, the resized copy."""
     n, c, h, w = shape
     out_c = channels or c
     need = n * out_c * h * w if out_c != c else 0
-    if image_size is not None and (h, w) != (image_size, image_size):
-        need += n * out_c * image_size * image_size
+    if image_size is not None and (h, w) != image_size.size:
+        need += n * out_c * image_size.h * image_size.w
     return need
 
 
-def conform(x: np.ndarray, channels: int | None, image_size: int | None, label: str, progress: bool = True
+def conform(x: np.ndarray, channels: int | None, image_size: Target | None, label: str, progress: bool = True
             ) -> np.ndarray:
     """uint8 (n, C, H, W) -> the asked channels and size (see the module docstring); ``DataError`` before any
     copy when the copies would not fit in the memory available."""
     c = x.shape[1]
     need = conform_bytes(x.shape, channels, image_size)
     if need:
-        side = (image_size, image_size) if image_size is not None else x.shape[2:]
+        side = image_size.size if image_size is not None else x.shape[2:]
         check_memory(label, len(x), need, f" converted to {shape_text((channels or c, *side))}",
                      "give a smaller --image-size, or fewer images")
     if channels == 3 and c == 1:
@@ -146,15 +147,15 @@ def conform(x: np.ndarray, channels: int | None, image_size: int | None, label: 
     elif channels == 1 and c == 3:  # ITU-R 601 luma in Pillow's integer arithmetic: the same as Image.convert("L")
         r, g, b = (x[:, i].astype(np.uint32) for i in range(3))
         x = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[:, None]
-    if image_size is None or x.shape[2:] == (image_size, image_size):
+    if image_size is None or x.shape[2:] == image_size.size:
         return np.ascontiguousarray(x)
     from PIL import Image
 
-    out = np.empty((len(x), x.shape[1], image_size, image_size), dtype=np.uint8)
+    out = np.empty((len(x), x.shape[1], *image_size.size), dtype=np.uint8)
     for i in tqdm(range(len(x)), desc=f"resize {Path(label).name}", unit="img", disable=None if progress else True,
                   leave=False):
         im = Image.fromarray(x[i, 0] if x.shape[1] == 1 else np.moveaxis(x[i], 0, -1))
-        a = pil_to_array(im, x.shape[1], (image_size, image_size))
+        a = pil_to_array(im, x.shape[1], image_size.size, image_size.mode)
         out[i] = a[None] if x.shape[1] == 1 else np.moveaxis(a, -1, 0)
     return out
 
@@ -211,7 +212,7 @@ def write_cache(paths: list[Path], data: dict[str, np.ndarray], meta: dict[str, 
 
 
 # ------------------------------------------------------------------------------------------ the sources
-def _load_folder(root: Path, image_size: int | None, channels: int | None, test_fraction: float, progress: bool,
+def _load_folder(root: Path, image_size: Target | None, channels: int | None, test_fraction: float, progress: bool,
                  stream: bool | None = None) -> OwnData:
     layout = folders.scan(root)
     split = "test/" if layout.test is not None else f"fraction {test_fraction:g}"
@@ -230,15 +231,17 @@ def _load_folder(root: Path, image_size: int | None, channels: int | None, test_
         cached = shards.open_cache(folder, key)
         if isinstance(cached, shards.ShardCache):
             return _from_shards(cached, str(root), key, stream)
-    size, found = folders.inspect(layout.files, image_size)
+    size, found = folders.inspect(layout.files, image_size and image_size.size)
     check_side(str(root), size, image_size)
     c = channels or found
     shape = (c, *size)
     if wanted(len(layout.files) * int(np.prod(shape)), stream):
-        return _build_shards(layout, shards.cache_folder(shard_dirs), key, shape, test_fraction, progress, stream)
+        return _build_shards(layout, shards.cache_folder(shard_dirs), key, shape, test_fraction, progress, stream,
+                             image_size.mode if image_size else "crop")
     check_memory(str(root), len(layout.files), len(layout.files) * int(np.prod(shape)), f" of {shape_text(shape)}",
                  "give a smaller --image-size, or fewer images")
-    x = shards.decode_all(layout.files, c, size, progress, desc=f"decode {root.name}")  # on every core
+    x = shards.decode_all(layout.files, c, size, progress, desc=f"decode {root.name}",  # on every core
+                          resize=image_size.mode if image_size else "crop")
     n = len(layout.train)
     train_x, test_x = x[:n], x[n:]
     train_y, test_y = layout.train_labels, layout.test_labels
@@ -257,7 +260,7 @@ def _load_folder(root: Path, image_size: int | None, channels: int | None, test_
 
 
 def _build_shards(layout: folders.FolderLayout, folder: Path, key: str, shape: tuple[int, int, int],
-                  test_fraction: float, progress: bool, stream: bool | None) -> OwnData:
+                  test_fraction: float, progress: bool, stream: bool | None, resize: str = "crop") -> OwnData:
     """A folder decoded into a cache of shards on disk (``data.shards``), read from there batch by batch."""
     train, train_y, test, test_y = layout.train, layout.train_labels, layout.test, layout.test_labels
     notes = []
@@ -266,7 +269,8 @@ def _build_shards(layout: folders.FolderLayout, folder: Path, key: str, shape: t
         train, test, train_y, test_y = [train[i] for i in tr], [train[i] for i in te], train_y[tr], train_y[te]
         notes.append(f"test split: {len(te):,} of {len(train) + len(test):,} images ({test_fraction:g}, seed "
                      f"{TEST_SEED})")
-    parts = shards.decode_chunks(train + test, shape[0], shape[1:], progress, desc=f"decode {layout.root.name}")
+    parts = shards.decode_chunks(train + test, shape[0], shape[1:], progress, desc=f"decode {layout.root.name}",
+                                 resize=resize)
     cache = shards.build(folder, key, str(layout.root), parts, train_y, test_y, layout.classes, shape,
                          content_digest)
     data = _from_shards(cache, str(layout.root), key, stream)
@@ -284,7 +288,7 @@ def _from_shards(cache: shards.ShardCache, source: str, key: str, stream: bool |
                    cache.content, list(cache.notes))
 
 
-def _map_npy(path: Path, image_size: int | None, channels: int | None, test_fraction: float,
+def _map_npy(path: Path, image_size: Target | None, channels: int | None, test_fraction: float,
              stream: bool | None, progress: bool = True) -> OwnData | None:
     """A .npy of uint8 images read in place (``data.stream``) when it is to be read from disk; else None
     (read into memory). Other channels or an ``image_size`` convert it once, on every core, into a cache of
@@ -294,12 +298,12 @@ def _map_npy(path: Path, image_size: int | None, channels: int | None, test_frac
         return None
     store = ImageStore([mapped], layout_of(mapped.shape) or "nchw")
     c, h, w = store.image_shape
-    check_side(str(path), (image_size, image_size) if image_size else (h, w), image_size)
+    check_side(str(path), image_size.size if image_size else (h, w), image_size)
     (y,), classes = arrays.to_labels([(None, len(store), str(path))], None)  # one class, as read_npy
     tr, te = seeded_test_split(len(store), test_fraction, str(path))
     notes = [f"test split: {len(te):,} of {len(store):,} images ({test_fraction:g}, seed {TEST_SEED})"]
     key = hashlib.sha256(f"{path.resolve()}|{folders.file_stamp(path)}\n".encode()).hexdigest()
-    shape = (channels or c, image_size or h, image_size or w)
+    shape = (channels or c, *(image_size.size if image_size else (h, w)))
     if shape == (c, h, w):
         x, x_test = store.subset(tr), store.subset(te)
         content = content_digest(x, y[tr], x_test, y[te], classes)  # type: ignore[arg-type]
@@ -322,7 +326,7 @@ def _map_npy(path: Path, image_size: int | None, channels: int | None, test_frac
     return data
 
 
-def _converted(images: ImageStore, channels: int | None, image_size: int | None, label: str) -> np.ndarray:
+def _converted(images: ImageStore, channels: int | None, image_size: Target | None, label: str) -> np.ndarray:
     """``conform`` on a few images read from disk: a task of ``shards.ordered_map``."""
     return conform(images.take(slice(None)), channels, image_size, label, progress=False)
 
@@ -341,7 +345,7 @@ def _array_headers(kind: str, path: Path) -> dict[str, tuple[tuple[int, ...], np
     return {"x": (tuple(x.shape), x.dtype)}
 
 
-def _check_array_memory(kind: str, path: Path, channels: int | None, image_size: int | None) -> None:
+def _check_array_memory(kind: str, path: Path, channels: int | None, image_size: Target | None) -> None:
     """Refuse, before reading, an array source whose reading and conversion would not fit in memory."""
     headers = _array_headers(kind, path)
     images = {k: v for k, v in headers.items() if k in ("x", "x_test", "train-images", "test-images")}
@@ -357,7 +361,7 @@ def _check_array_memory(kind: str, path: Path, channels: int | None, image_size:
                  "to be read and converted to uint8")
 
 
-def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | None, test_fraction: float,
+def _load_arrays(kind: str, path: Path, image_size: Target | None, channels: int | None, test_fraction: float,
                  progress: bool, stream: bool | None = None) -> OwnData:
     if kind in ("npz", "npy") and not path.is_file():
         raise DataError(f"{path}: no such file; give --dataset {kind}:PATH with the path of a .{kind} file")
@@ -367,7 +371,7 @@ def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | 
     _check_array_memory(kind, path, channels, image_size)
     data = {"npz": arrays.read_npz, "npy": arrays.read_npy, "idx": arrays.read_idx_set}[kind](path)
     label = str(path)
-    check_side(label, (image_size, image_size) if image_size else data.x.shape[2:], image_size)
+    check_side(label, image_size.size if image_size else data.x.shape[2:], image_size)
     x = conform(data.x, channels, image_size, label, progress)
     notes = []
     if data.x_test is None:
@@ -384,11 +388,13 @@ def _load_arrays(kind: str, path: Path, image_size: int | None, channels: int | 
     return OwnData(x, y, x_test, y_test, data.classes, label, h.hexdigest(), content, notes)
 
 
-def load_own(spec: str, *, image_size: int | None = None, channels: int | None = None, test_fraction: float = 0.2,
-             progress: bool = True, stream: bool | None = None) -> OwnData:
-    """The images of ``spec`` (``folder:PATH``, ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``), decoded; ``stream``:
-    read from disk batch by batch (True), into memory (False), or by their size (None: ``data.stream``)."""
-    kind, path = parse_spec(spec)
+def load_own(spec: str, *, image_size: int | tuple[int, int] | Target | None = None, channels: int | None = None,
+             test_fraction: float = 0.2, progress: bool = True, stream: bool | None = None, resize: str = "crop"
+             ) -> OwnData:
+    """The images of ``spec`` (``folder:PATH``, ``npz:PATH``, ``npy:PATH``, ``idx:PREFIX``), decoded, at
+    ``image_size`` by ``resize`` (``data.resize``); ``stream``: read from disk batch by batch (True), into memory
+    (False), or by their size (None: ``data.stream``)."""
+    kind, path, image_size = *parse_spec(spec), target(image_size, resize)
     if kind == "folder":
         data = _load_folder(path, image_size, channels, test_fraction, progress, stream)
     else:

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
+from aelab.data.resize import fit
 from aelab.errors import AelabError, InputError, one_line
 
 SIDE = 28
@@ -230,14 +231,15 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode == "P" and im.palette is not None and im.palette.mode == "RGBA"
 
 
-def pil_to_array(im: Any, channels: int = 1, size: tuple[int, int] | None = None) -> np.ndarray:
+def pil_to_array(im: Any, channels: int = 1, size: tuple[int, int] | None = None, resize: str = "crop"
+                 ) -> np.ndarray:
     """A Pillow image of any mode -> uint8 (H, W) grey (``channels`` 1) or (H, W, 3) RGB.
 
     Pixels are scaled by the range of their format, the same for every image: 8-bit modes as they are, "I;16"
     by 65535, "I" by the range of the integer its file stores (``integer_range``), "F" taken as it is, in
     [0, 1] (else ``InputError``). Transparency is laid on black; colour becomes grey by ITU-R 601 luma (Pillow's
     "L"), grey becomes RGB by repeating it; colour modes Pillow cannot make grey directly (LAB) go through RGB.
-    ``size`` (H, W): resized keeping the aspect, the centre cropped to it (Pillow's ``ImageOps.fit``, Lanczos).
+    ``size`` (H, W): resized to it by ``resize``, crop, pad or stretch (``data.resize.fit``, Lanczos).
     """
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         im = _deep_to_grey(im)
@@ -254,8 +256,8 @@ def pil_to_array(im: Any, channels: int = 1, size: tuple[int, int] | None = None
         except ValueError:
             raise InputError(f"is in Pillow mode {im.mode}, which this Pillow cannot convert to {target}; save it "
                              f"as RGB") from None
-    if size is not None and im.size != (size[1], size[0]):
-        im = ImageOps.fit(im, (size[1], size[0]), Image.Resampling.LANCZOS)
+    if size is not None:
+        im = fit(im, size, resize)
     return np.asarray(im, dtype=np.uint8)
 
 
@@ -298,14 +300,14 @@ def image_header(path: Path) -> tuple[tuple[int, int], str]:
         return (im.size[1], im.size[0]), im.mode
 
 
-def read_image(path: Path, shape: Sequence[int] = SHAPE) -> np.ndarray:
+def read_image(path: Path, shape: Sequence[int] = SHAPE, resize: str = "crop") -> np.ndarray:
     """One image file -> uint8 (H, W) grey or (C, H, W) colour of ``shape``; colour is converted to grey (ITU-R
-    601 luma) or grey to colour as ``shape`` asks, other sizes resized (the centre cropped to the aspect).
+    601 luma) or grey to colour as ``shape`` asks, other sizes resized by ``resize`` (``data.resize.fit``).
     Every problem is one ``InputError`` line naming the file (``open_image``)."""
     c, h, w = image_shape(shape)
     with open_image(path) as im:
         im.load()
-        a = pil_to_array(im, c, (h, w))
+        a = pil_to_array(im, c, (h, w), resize)
     return a if c == 1 else np.moveaxis(a, -1, 0)
 
 

@@ -102,21 +102,21 @@ def ordered_map(fn: Callable[..., np.ndarray], tasks: list[Any], progress: bool 
 
 
 def decode_chunks(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
-                  desc: str = "decode", workers: int | None = None) -> Iterator[np.ndarray]:
+                  desc: str = "decode", workers: int | None = None, resize: str = "crop") -> Iterator[np.ndarray]:
     """The pixels of ``files`` (``folders.decode``: uint8 (n, C, H, W)), decoded on every core in chunks
     (``ordered_map``), in the files' order."""
     step = chunk_size(channels * size[0] * size[1])
     chunks = [files[i:i + step] for i in range(0, len(files), step)]
-    fn = functools.partial(folders.decode, channels=channels, size=size, progress=False)
+    fn = functools.partial(folders.decode, channels=channels, size=size, progress=False, resize=resize)
     return ordered_map(fn, chunks, progress, desc, workers)
 
 
 def decode_all(files: list[Path], channels: int, size: tuple[int, int], progress: bool = True,
-               desc: str = "decode") -> np.ndarray:
+               desc: str = "decode", resize: str = "crop") -> np.ndarray:
     """``folders.decode`` on every core: the pixels of ``files`` as one uint8 array (n, C, H, W)."""
     out = np.empty((len(files), channels, *size), dtype=np.uint8)
     done = 0
-    for part in decode_chunks(files, channels, size, progress, desc):
+    for part in decode_chunks(files, channels, size, progress, desc, resize=resize):
         out[done:done + len(part)] = part
         done += len(part)
     return out

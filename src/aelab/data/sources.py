@@ -9,7 +9,8 @@
   the whole file; a ``.npz`` holding ``x`` (and optionally ``y`` and ``classes``), read whole;
 - a folder of images (PNG, also JPEG/BMP/GIF/TIFF), read in sorted order; converted to the model's channels
   (colour to grey by luma, grey to RGB by repetition). Images must have the model's size, or are resized when
-  ``resize=True`` (with a warning; the centre cropped to the aspect). When the folder holds one sub-folder per
+  ``resize`` is True (crop: the centre cut to the aspect) or a mode of ``data.resize`` (the run's own ``--resize``),
+  with a warning. When the folder holds one sub-folder per
   class and no images of its own, the sub-folder names are the labels.
 
 Every source reads images of the model's shape (C, H, W) (``shape``; (1, 28, 28) for the built-in data sets)
@@ -80,7 +81,7 @@ class ImageSource:
         return self.classes[k] if 0 <= k < len(self.classes) else str(k)
 
 
-def open_input(spec: str | os.PathLike, resize: bool = False, data_dir: str | os.PathLike | None = None,
+def open_input(spec: str | os.PathLike, resize: bool | str = False, data_dir: str | os.PathLike | None = None,
                shape: tuple[int, int, int] = SHAPE) -> ImageSource:
     """Open a data set split (``fashion-mnist:test``), an IDX file, a ``.npy`` / ``.npz`` array or a folder of
     images, for a model that takes images of ``shape`` (C, H, W)."""
@@ -295,7 +296,7 @@ def _image_files(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def _folder_source(folder: Path, resize: bool, shape: tuple[int, int, int]) -> ImageSource:
+def _folder_source(folder: Path, resize: bool | str, shape: tuple[int, int, int]) -> ImageSource:
     files = _image_files(folder)
     labels = classes = None
     if not files:
@@ -308,7 +309,7 @@ def _folder_source(folder: Path, resize: bool, shape: tuple[int, int, int]) -> I
             labels = np.concatenate([np.full(len(fs), k, dtype=np.int64) for k, (_, fs) in enumerate(per_class)])
     if not files:
         raise InputError(f"{folder}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-    resized = 0
+    resized, mode = 0, resize if isinstance(resize, str) else "crop"
     _, h, w = shape
     for f in files:  # headers only: size and format, before any work is done (pixels.open_image's checks)
         (fh, fw), _ = image_header(f)
@@ -318,16 +319,16 @@ def _folder_source(folder: Path, resize: bool, shape: tuple[int, int, int]) -> I
                 raise InputError(f"{f}: image is {size[0]}x{size[1]}, expected {w}x{h}; pass --resize to resize it")
             resized += 1
     if resized:
-        warnings.warn(f"{folder}: {resized} of {len(files)} images are not {w}x{h} and are resized to {w}x{h}",
-                      ResizeWarning, stacklevel=2)
+        warnings.warn(f"{folder}: {resized} of {len(files)} images are not {w}x{h} and are resized to {w}x{h} by "
+                      f"{mode}", ResizeWarning, stacklevel=2)
     names = [str(f.relative_to(folder)) for f in files]
-    return ImageSource(label=str(folder), n=len(files), read=lambda a, b: _read_images(files[a:b], shape),
+    return ImageSource(label=str(folder), n=len(files), read=lambda a, b: _read_images(files[a:b], shape, mode),
                        labels=labels, classes=classes, names=names, resized=resized)
 
 
-def _read_images(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
+def _read_images(files: list[Path], shape: tuple[int, int, int], mode: str = "crop") -> np.ndarray:
     c, h, w = shape
     out = np.empty((len(files), h, w) if c == 1 else (len(files), c, h, w), dtype=np.uint8)
     for i, f in enumerate(files):
-        out[i] = read_image(f, shape)
+        out[i] = read_image(f, shape, mode)
     return out

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from aelab.config import RunConfig, dump_yaml
+from aelab.config import Notice, RunConfig, dump_yaml, settle_model, size_warning
 from aelab.data import SHAPE, load_dataset, shape_text
 from aelab.data.own import check_enough, is_own
 from aelab.errors import ConfigError, Interrupted, RunError
@@ -32,7 +32,7 @@ from aelab.training.distributed import make_trainer
 
 
 def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
-    name = cfg.name or f"{cfg.dataset_name}-{cfg.model}-{cfg.latent}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = cfg.name or f"{cfg.dataset_name}-{cfg.model_label}-{cfg.latent}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(root) / name
 
 
@@ -63,10 +63,15 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
     ``out`` must be new, empty, or hold a run that never finished an epoch (it is then started again).
     """
     cfg.validate()
-    run = Run(Path(out) if out else default_run_dir(cfg))
-    _restart_needed(run)  # early, so that a wrong --out fails before the data is loaded
+    if out:
+        _restart_needed(Run(Path(out)))  # early, so that a wrong --out fails before the data is loaded
     # Load the data before the folder exists, so that a data error leaves nothing behind.
     bundle = load_dataset(cfg.dataset, **cfg.data_kwargs(), progress=progress)
+    cfg, chosen = settle_model(cfg, bundle.shape)  # no --model: the default for these images
+    for line, kind in ((chosen, Notice), (size_warning(cfg.model or "", bundle.shape), UserWarning)):
+        if line:  # one line each: the model chosen for the data; a model built for ~28x28 on larger images
+            warnings.warn(line, kind, stacklevel=2)
+    run = Run(Path(out) if out else default_run_dir(cfg))
     if is_own(cfg.dataset):
         check_enough(cfg.dataset, len(bundle.train) + len(bundle.val), len(bundle.test), cfg.test_fraction)
     pixels = bundle.shape[0] * bundle.shape[1] * bundle.shape[2]
@@ -146,7 +151,7 @@ MACHINE_KEYS = ("threads", "device", "data_dir", "report")
 
 def config_difference(a: RunConfig, b: RunConfig) -> str | None:
     """The first option (other than machine settings) in which ``a`` and ``b`` differ, or None."""
-    da, db = a.to_dict(), b.to_dict()
+    da, db = a.comparable(), b.comparable()  # the model's own activation written out: old runs compare equal
     for key in da:
         if key not in MACHINE_KEYS and da[key] != db[key]:
             return f"{key} {da[key]!r} there, {db[key]!r} asked for"

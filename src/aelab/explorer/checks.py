@@ -36,16 +36,17 @@ class ApiError(Exception):
         self.status, self.message = status, message
 
 
-def read_upload(data: bytes, shape: Sequence[int] = (1, 28, 28)) -> tuple[np.ndarray, tuple[int, int]]:
+def read_upload(data: bytes, shape: Sequence[int] = (1, 28, 28), resize: str = "crop"
+                ) -> tuple[np.ndarray, tuple[int, int]]:
     """Image file bytes -> uint8 (H, W) grey or (H, W, 3) RGB of the model's ``shape`` (C, H, W) (transparency on
-    black, other sizes resized keeping the aspect, the centre cropped), and its size."""
+    black, other sizes resized by ``resize``, the run's own: crop, pad or stretch), and its size."""
     try:
         with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]) as im:
             w, h = im.size
             if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE or w < 1 or h < 1:
                 raise InputError(f"the image is {w}x{h} pixels; send at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}")
             im.load()
-            return pil_to_array(im, int(shape[0]), (int(shape[1]), int(shape[2]))).copy(), (w, h)
+            return pil_to_array(im, int(shape[0]), (int(shape[1]), int(shape[2])), resize).copy(), (w, h)
     except InputError:
         raise
     except UnidentifiedImageError:

@@ -107,7 +107,8 @@ class Explorer:
 
     def encode_upload(self, data: bytes, invert: str) -> dict[str, Any]:
         """An uploaded image file -> its code, map position, reconstruction, SSIM and neighbours."""
-        image, size = read_upload(data, self.model.image_shape)
+        mode = self.model.config.resize if self.model.config is not None else "crop"  # as the run was trained
+        image, size = read_upload(data, self.model.image_shape, mode)
         flip = invert == "yes" or (invert == "auto" and light_background(image))
         if flip:
             image = 255 - image

@@ -27,6 +27,7 @@ _MAKERS: dict[str, Callable[[], nn.Module]] = {
     "elu": lambda: nn.ELU(inplace=True),
     "gelu": nn.GELU,
     "tanh": nn.Tanh,
+    "silu": lambda: nn.SiLU(inplace=True),
 }
 # The vocabulary's activations, in its order: a name there without a module here fails at import.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {name: _MAKERS[name] for name in ACTIVATION_NAMES}
@@ -81,14 +82,15 @@ def register(name: str, help: str) -> Callable[[Callable[..., Autoencoder]], Cal
 
 
 def build_model(name: str, latent: int, **kwargs: Any) -> Autoencoder:
-    """Make the registered model ``name``; unknown names and bad values raise ``ConfigError``."""
+    """Make the registered model ``name``; unknown names and bad values raise ``ConfigError``. A keyword given as
+    None takes the family's own default (``activation``, ``dropout``, ``batch_norm``, ``levels``, ...)."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} (or pca for the baseline)")
     if not isinstance(latent, int) or not LATENT_RANGE[0] <= latent <= LATENT_RANGE[1]:
         raise ConfigError(f"latent size {latent} is out of range; use --latent between {LATENT_RANGE[0]} and "
                           f"{LATENT_RANGE[1]}")
-    act = kwargs.get("activation", "relu")
-    if act not in ACTIVATIONS:
+    act = kwargs.get("activation")  # None: the family's own (relu, silu for the resnet models)
+    if act is not None and act not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {act!r}; choose one of: {', '.join(ACTIVATIONS)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return MODELS[name](latent=latent, **kwargs)

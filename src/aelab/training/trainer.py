@@ -24,14 +24,14 @@ import torch
 from tqdm import tqdm
 
 from aelab.checkpoints import load_checkpoint, save_checkpoint
-from aelab.config import RunConfig
+from aelab.config import RunConfig, settle_model
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.data.noise import TRAIN_STREAM, VAL_STREAM, NoiseSpec, corrupt_images, generator_for
 from aelab.data.stream import ImageStore, Prefetcher
 from aelab.device import CoreShare, select_device, select_precision
 from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
 from aelab.files import atomic_write_text
-from aelab.models import Autoencoder, build_model, inference_batch, inference_copy, is_convolutional, padding_note
+from aelab.models import Autoencoder, build_model, inference_batch, inference_copy, is_convolutional, padding_note_of
 from aelab.runs import Run
 from aelab.training.losses import make_loss
 from aelab.training.optim import make_optimizer, make_scheduler
@@ -80,14 +80,15 @@ class Trainer:
         self.device = select_device(cfg.device)
         self.bundle = bundle or load_dataset(cfg.dataset, **cfg.data_kwargs())
         torch.manual_seed(cfg.seed)
-        self.model: Autoencoder = build_model(cfg.model, **cfg.model_kwargs(), shape=self.bundle.shape).to(self.device)
+        m = settle_model(cfg, self.bundle.shape)[0]  # a model left open (train_job settles it): the data's default
+        self.model: Autoencoder = build_model(m.model, **m.model_kwargs(), shape=self.bundle.shape).to(self.device)
         # Channels-last runs the convolutions ~3x faster on CPU (conv-modified, 2 cores: 915 vs 319 img/s side by
         # side). Known cost: channels-last BatchNorm2d in fp32 normalises with ~1e-4 relative error, so the
         # gradients of a deep batch-norm model drift from the NCHW ones by percents (tests/test_fastpath.py,
         # strict xfail); training reaches the same quality (benchmarks/results/recipe.jsonl).
         self.channels_last = is_convolutional(self.model)
-        if self.channels_last and padding_note(self.bundle.shape) and not resume:
-            warnings.warn(padding_note(self.bundle.shape), stacklevel=2)  # "pad otherwise, and say so"
+        if self.channels_last and padding_note_of(self.model) and not resume:
+            warnings.warn(padding_note_of(self.model), stacklevel=2)  # "pad otherwise, and say so"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.loss_fn = make_loss(cfg, self.model)  # a VAE's loss reads its own likelihood terms

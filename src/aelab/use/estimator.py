@@ -84,8 +84,8 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     ----------
     n_components : int, default 64
         Latent size (1-1024).
-    model : {"conv-modified", "conv", "dense"}, default "conv-modified"
-        Architecture from aelab's registry; "dense" is the quickest.
+    model : {"conv-modified", "conv", "dense", "resnet"}, default "conv-modified"
+        Architecture from aelab's registry; "dense" is the quickest, "resnet" grows with the image (above 32 px).
     width : float, default 1.0
         Channel / unit multiplier of the architecture (0.25 makes a small, fast model).
     activation, dropout, batch_norm :
@@ -146,7 +146,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     """
 
     def __init__(self, n_components: int = 64, model: str = "conv-modified", *, width: float = 1.0,
-                 activation: str = "relu", dropout: float | None = None, batch_norm: bool | None = None,
+                 activation: str | None = None, dropout: float | None = None, batch_norm: bool | None = None,
                  loss: str = "mse+ssim", ssim_weight: float = 0.1, optimizer: str = "adamw", lr: float = 3e-3,
                  weight_decay: float = 1e-4, schedule: str = "onecycle", batch_size: int = 128,
                  epochs: int = 5, patience: int = 5, val_fraction: float = 0.1, random_state: Any = None,

@@ -60,7 +60,8 @@ def open_source(model: TrainedModel, source: str | os.PathLike | ImageSource, re
         return source
     kind, sep, split = str(source).partition(":")
     if kind != "data" or not sep or Path(str(source)).exists():
-        return open_input(source, resize=resize, data_dir=data_dir, shape=model.image_shape)
+        mode = model.config.resize if resize and model.config is not None else resize  # as the run was trained
+        return open_input(source, resize=mode, data_dir=data_dir, shape=model.image_shape)
     if split not in RUN_SPLITS:
         raise InputError(f"{source}: unknown split {split!r}; use data:train, data:val or data:test")
     if model.config is None:

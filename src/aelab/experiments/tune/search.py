@@ -28,6 +28,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from aelab.config import settle_model
 from aelab.data import load_dataset
 from aelab.errors import AelabError, ConfigError
 from aelab.experiments.tune.export import export
@@ -85,6 +86,7 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
     bundle = load_dataset(trial_cfg.dataset, **trial_cfg.data_kwargs())
     if len(bundle.val) == 0:
         raise ConfigError("the validation split is empty; use a larger --val-fraction or --trial-train-limit")
+    settings.base = settle_model(settings.base, bundle.shape)[0]  # no --model: the default for these images
     storage, made = _prepare_folder(settings)
     try:
         study, created = open_study(settings, storage)

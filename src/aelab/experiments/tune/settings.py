@@ -81,7 +81,7 @@ class TuneSettings:
         workers may keep the same images at other paths). Only trials of one budget may be ranked together."""
         cfg = self.trial_config({})
         skip = {*self.space.names, *MACHINE_KEYS, "name"}
-        return {k: v for k, v in cfg.to_dict().items() if k not in skip} | {"dataset": cfg.dataset_name}
+        return {k: v for k, v in cfg.comparable().items() if k not in skip} | {"dataset": cfg.dataset_name}
 
     def best_config(self, params: dict[str, Any]) -> RunConfig:
         """The full-budget configuration with a trial's options: what ``best.yaml`` holds."""

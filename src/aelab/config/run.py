@@ -1,78 +1,60 @@
-"""The run configuration: one dataclass, its presets, and reading/writing config files.
+"""The run configuration: one dataclass (``RunConfig``), checked values, reading and writing config files.
 
 Every field is an option on the command line (``--field-name``) and a key in a config file (YAML or TOML).
-Precedence: defaults < preset < config file < command-line options.
+Precedence: defaults < preset < config file < command-line options. An option left at None takes the default of
+what it depends on: ``model`` the default for the data (``default_model``, settled once the images' shape is
+known: ``settle_model``), ``activation``, ``dropout`` and ``batch_norm`` the model's own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from aelab.config.presets import preset
+from aelab.config.values import (
+    CHANNELS,
+    DEFAULT_MODEL,
+    KIND_WORDS,
+    LARGE_MODEL,
+    LOSSES,
+    MAX_BLOCKS,
+    MAX_LEVELS,
+    MAX_MINUTES,
+    MAX_WIDTH,
+    OPTIMIZERS,
+    PRECISIONS,
+    RESIZE_MODES,
+    SCHEDULES,
+    SEED_RANGE,
+    SMALL_SIDE,
+    Bound,
+    check_run_name,
+    dataset_spec,
+    is_own_dataset,
+    opt,
+    parse_noise,
+    parse_size,
+    scaling_hint,
+    shown,
+    size_words,
+)
 from aelab.errors import ConfigError
 from aelab.option_files import read_config_file
-from aelab.vocabulary import ACTIVATION_NAMES, LATENT_RANGE, LIKELIHOODS, MODEL_NAMES, VAE_MODELS
-
-LOSSES = ("bce", "mse", "mse+ssim", "bce+ssim")
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-SCHEDULES = ("constant", "cosine", "onecycle")
-DATASET_NAMES = ("fashion-mnist", "mnist")
-# The user's own images (data/own.py): --dataset KIND:PATH.
-SOURCE_KINDS = {"folder": "an image folder, one sub-folder per class", "npz": "a .npz of arrays x, y, ...",
-                "npy": "a .npy array of images", "idx": "IDX files (a folder or a file-name prefix)"}
-CHANNELS = (1, 3)
-PRECISIONS = ("auto", "fp32", "bf16")
-NOISE_KINDS = {"gaussian": "SIGMA", "salt-pepper": "P", "mask": "FRACTION"}  # --noise KIND:LEVEL (data/noise.py)
-MAX_WIDTH = 16.0  # x16 channels: conv-modified at ~100x the default's parameters, beyond any use on 28x28 images
-# The seed feeds numpy's generators, torch's and scikit-learn's (the Isolation Forest of 'aelab anomaly'), whose
-# RandomState takes 0..2**32-1 only: the narrowest range of every generator aelab seeds with it.
-SEED_RANGE = (0, 2**32 - 1)
-MAX_MINUTES = 1_000_000  # about two years; far beyond, the budget in seconds overflows
-KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
-              "list[str]": "a list of names"}
-NAME_MAX = 255     # bytes in a file name on every common file system
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The valid values of a number option: from ``lo`` to ``hi`` (None: no bound), each end open or closed;
-    always finite."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def holds(self, v: float) -> bool:
-        lo, hi = self.lo, self.hi
-        return (isinstance(v, int) or math.isfinite(v)) and (lo is None or (v > lo if self.lo_open else v >= lo)) and (
-            hi is None or (v < hi if self.hi_open else v <= hi))
-
-    def words(self) -> str:
-        """The range in words: 'between 1 and 1024', 'in (0, 16]', '>= 0', '> 0'."""
-        def num(v: float) -> str:
-            return f"{v:g}" if isinstance(v, float) else str(v)
-        if self.lo is not None and self.hi is not None:
-            if not (self.lo_open or self.hi_open) and isinstance(self.lo, int) and isinstance(self.hi, int):
-                return f"between {self.lo} and {self.hi}"
-            return f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
-        if self.lo is not None:
-            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
-        return f"{'<' if self.hi_open else '<='} {num(self.hi)}" if self.hi is not None else "finite"
-
-
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "",
-        valid: Bound | tuple[int, ...] | None = None, note: str = "") -> Any:
-    """A field: its default, help, choices (names) or ``valid`` (numbers: a range, or the allowed values), its
-    group in ``--help``, and a ``note`` added to the message of an invalid value."""
-    return field(default=default, metadata={"help": help, "choices": choices, "group": group, "valid": valid,
-                                            "note": note})
+from aelab.vocabulary import (
+    ACTIVATION_NAMES,
+    LATENT_RANGE,
+    LIKELIHOODS,
+    MODEL_NAMES,
+    SCALING_MODELS,
+    VAE_MODELS,
+    own_activation,
+)
 
 
 @dataclass
@@ -88,28 +70,37 @@ class RunConfig:
                               group="data", valid=Bound(0.0, 1.0, hi_open=True))
     train_limit: int | None = opt(None, "use only this many training images (seeded sample; quick runs)",
                                   group="data", valid=Bound(1, 10**9))
-    image_size: int | None = opt(None, "resize every image to SIZE x SIZE (the shorter side to SIZE, then the "
-                                       "centre cropped; default: keep the images' own size)", group="data",
-                                 valid=Bound(1, 4096), note="pixels per side")
+    image_size: list[int] | None = opt(None, "resize every image to N x N or H x W (give N, HxW or H,W; how an image "
+                                             "of another aspect fits: --resize; default: keep the images' own size)",
+                                       group="data", parse=parse_size)
+    resize: str = opt("crop", "how --image-size fits an image of another aspect: crop (scale to cover, cut the "
+                              "centre out), pad (scale to fit, pad with black, centred) or stretch (ignore the aspect)",
+                      tuple(RESIZE_MODES), "data")
     channels: int | None = opt(None, "1 (grey) or 3 (RGB); default: 3 when any image is in colour, else 1",
                                group="data", valid=CHANNELS, note="1 is grey, 3 is RGB")
     test_fraction: float = opt(0.2, "your own images without a test split (no test/ folder, no x_test): the share "
                                     "held out as the test set (seeded, the same for every run)", group="data",
                               valid=Bound(0.0, 1.0, True, True), note="e.g. 0.2")
     # model
-    model: str = opt("conv-modified", "architecture", MODEL_NAMES, "model")
+    model: str | None = opt(None, f"architecture (default: {DEFAULT_MODEL}; {LARGE_MODEL} for your own images larger "
+                                  f"than {SMALL_SIDE} px on a side)", MODEL_NAMES, "model")
     latent: int = opt(64, "latent size", group="model", valid=Bound(*LATENT_RANGE))
     width: float = opt(1.0, "channel/unit width multiplier", group="model", valid=Bound(0.0, MAX_WIDTH, lo_open=True))
-    activation: str = opt("relu", "activation function", ACTIVATION_NAMES, "model")
+    activation: str | None = opt(None, "activation function (default: the model's own, silu for the resnet models, "
+                                       "else relu)", ACTIVATION_NAMES, "model")
     dropout: float | None = opt(None, "dropout rate (default: the model's own, 0.1 for conv-modified)",
                                 group="model", valid=Bound(0.0, 1.0, hi_open=True))
-    batch_norm: bool | None = opt(None, "batch norm on/off (default: the model's own, on for conv-modified)",
-                                  group="model")
+    batch_norm: bool | None = opt(None, "batch norm on/off (default: the model's own, on for conv-modified; the "
+                                        "resnet models normalise with GroupNorm)", group="model")
+    levels: int | None = opt(None, "resnet models: how many times the encoder halves the image (default: until the "
+                                   "map is at most 8 px a side)", group="model", valid=Bound(1, MAX_LEVELS))
+    blocks: int | None = opt(None, "resnet models: residual blocks per level (default: 1)", group="model",
+                             valid=Bound(1, MAX_BLOCKS))
     # training
     loss: str = opt("mse+ssim", "training loss; '+ssim' adds ssim_weight * (1 - SSIM) (VAE models: not used, "
                                 "they train on the negative ELBO)", LOSSES, "training")
     ssim_weight: float = opt(0.1, "weight of (1 - SSIM) in the mixed losses", group="training", valid=Bound(0.0))
-    # variational autoencoders (model vae, vae-dense)
+    # variational autoencoders (model vae, vae-dense, resnet-vae)
     likelihood: str = opt("bernoulli", "VAE: p(x|z), bernoulli (BCE) or gaussian (MSE with a standard deviation)",
                           LIKELIHOODS, "vae")
     sigma: float | None = opt(None, "VAE, gaussian likelihood: fixed standard deviation of the pixels (default: "
@@ -162,7 +153,7 @@ class RunConfig:
             setattr(self, f.name, check_value(f.name, getattr(self, f.name)))
         self.dataset = dataset_spec(self.dataset)
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"invalid device {_shown(self.device)}; use --device cpu, cuda, mps or auto")
+            raise ConfigError(f"invalid device {shown(self.device)}; use --device cpu, cuda, mps or auto")
         check_run_name(self.name)
         if self.val_fraction == 0 and self.patience > 0:
             raise ConfigError("early stopping needs a validation split; set --val-fraction > 0 or --patience 0")
@@ -176,18 +167,61 @@ class RunConfig:
                                   f"{', '.join(VAE_MODELS)}); drop it or use --model vae")
         parse_noise(self.noise)
         if self.noise and self.is_vae:
-            raise ConfigError("--noise is for the plain autoencoders (dense, conv, conv-modified); drop it for a VAE")
+            plain = ", ".join(m for m in MODEL_NAMES if m not in VAE_MODELS)
+            raise ConfigError(f"--noise is for the plain autoencoders ({plain}); drop it for a VAE")
+        if self.resize != "crop" and self.image_size is None:
+            raise ConfigError(f"--resize {self.resize} says how --image-size fits the images, and no --image-size is "
+                              f"given; add --image-size HxW, or drop --resize")
+        model = self.model_for()  # the model chosen, or the default when the data's size is known already
+        if model is not None:
+            self.check_model_options(model)
         return self
+
+    def check_model_options(self, model: str) -> None:
+        """``ConfigError`` for an option that ``model`` does not take (--levels/--blocks outside the resnet family,
+        batch norm inside it)."""
+        scaling = ", ".join(SCALING_MODELS)
+        if model not in SCALING_MODELS:
+            given = [k for k in ("levels", "blocks") if getattr(self, k) is not None]
+            if given:
+                raise ConfigError(f"--{given[0]} applies to the resnet models only ({scaling}), not to {model}; drop "
+                                  f"it or use --model {scaling_hint(model)}")
+        elif self.batch_norm:
+            raise ConfigError(f"the resnet models ({scaling}) normalise with GroupNorm, not batch norm; drop "
+                              f"--batch-norm")
 
     @property
     def dataset_name(self) -> str:
         """A short name of the data set for folder names and titles: the built-in's name, or the path's stem."""
         kind, sep, path = self.dataset.partition(":")
-        return Path(path).stem or kind if sep and kind in SOURCE_KINDS else self.dataset
+        return Path(path).stem or kind if is_own_dataset(self.dataset) else self.dataset
 
     @property
     def is_vae(self) -> bool:
         return self.model in VAE_MODELS
+
+    def model_for(self, shape: Sequence[int] | None = None) -> str | None:
+        """The model this run trains on images of ``shape`` (C, H, W): the one chosen, else the default for the data
+        (``default_model``); None when none was chosen and neither ``shape`` nor ``--image-size`` tells the size."""
+        if self.model is not None:
+            return self.model
+        side = shape[1:] if shape is not None else self.image_size
+        if side is None and is_own_dataset(self.dataset):
+            return None
+        return default_model(self.dataset, side)
+
+    @property
+    def model_label(self) -> str:
+        """The model's name for folder names and titles before the data is read: 'auto' when still open."""
+        return self.model_for() or "auto"
+
+    def comparable(self) -> dict[str, Any]:
+        """``to_dict`` with the model's own activation written out, so that a run recorded when the activation
+        defaulted to relu and the same run asked for now (activation None: the model's own) compare equal."""
+        d = self.to_dict()
+        if d["activation"] is None and self.model is not None:
+            d["activation"] = own_activation(self.model)
+        return d
 
     def objective(self) -> str:
         """What the run trains on, in words (the report's and metrics.json's 'loss')."""
@@ -208,25 +242,60 @@ class RunConfig:
 
     def data_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``aelab.data.load_dataset(self.dataset, **...)`` that give this run's splits."""
+        size = None if self.image_size is None else tuple(self.image_size)
         return dict(data_dir=self.data_dir, val_fraction=self.val_fraction, seed=self.seed, classes=self.classes,
-                    train_limit=self.train_limit, image_size=self.image_size, channels=self.channels,
+                    train_limit=self.train_limit, image_size=size, resize=self.resize, channels=self.channels,
                     test_fraction=self.test_fraction)
 
     def model_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``build_model(self.model, **...)``; None: the model's own default. Call it on a
+        configuration whose model is settled (``settle_model``)."""
         kwargs = dict(latent=self.latent, width=self.width, activation=self.activation, dropout=self.dropout,
                       batch_norm=self.batch_norm)
+        if self.model in SCALING_MODELS:  # the options of the family that grows with the image
+            kwargs.update(levels=self.levels, blocks=self.blocks)
         if self.is_vae:
             kwargs.update(likelihood=self.likelihood, sigma=self.sigma)
         return kwargs
 
 
-def _shown(value: Any) -> str:
-    """``repr(value)``, cut to 40 characters (a number of 5,000 digits has no repr at all)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        return "(a number too long to show)"
-    return text if len(text) <= 40 else text[:37] + "..."
+class Notice(UserWarning):
+    """A statement about a run, not a problem (the model chosen for the data): the CLI shows it as 'note: ...'."""
+
+
+def default_model(dataset: str, side: Sequence[int] | None) -> str:
+    """The model a run of ``dataset`` trains when none was chosen, for images of ``side`` (H, W; None: the data's
+    own, 28x28 for the built-in sets): the family that grows with the picture for the user's own images larger
+    than ``SMALL_SIDE`` px on a side, else ``DEFAULT_MODEL``."""
+    large = side is not None and max(int(v) for v in side) > SMALL_SIDE
+    return LARGE_MODEL if large and is_own_dataset(dataset) else DEFAULT_MODEL
+
+
+def size_warning(model: str, shape: Sequence[int]) -> str | None:
+    """One line when ``model`` does not grow with the image and the images of ``shape`` (C, H, W) are larger than
+    ``SMALL_SIDE`` px on a side (it is built for ~28x28: larger ones train slowly into a large model); else None."""
+    h, w = int(shape[1]), int(shape[2])
+    if model in SCALING_MODELS or max(h, w) <= SMALL_SIDE:
+        return None
+    return (f"--model {model} is built for images of about 28x28 and does not grow with the picture: on {h}x{w} "
+            f"images it trains slowly into a large model; use --model {scaling_hint(model)}, which scales with the "
+            f"image")
+
+
+def settle_model(cfg: RunConfig, shape: Sequence[int]) -> tuple[RunConfig, str | None]:
+    """(``cfg`` with its model settled for images of ``shape`` (C, H, W), the line that says so when the model is
+    the default for the data and not the usual one; None otherwise). ``ConfigError`` when an option given does not
+    apply to that model (``--levels`` and the default turned out conv-modified)."""
+    if cfg.model is not None:
+        return cfg, None
+    model = cfg.model_for(shape)
+    assert model is not None
+    settled = dataclasses.replace(cfg, model=model)
+    settled.check_model_options(model)
+    if model == DEFAULT_MODEL:
+        return settled, None
+    return settled, (f"model: {model}, the default for your own images larger than {SMALL_SIDE} px on a side (these "
+                     f"are {shape[1]}x{shape[2]}); give --model to choose another")
 
 
 def check_value(key: str, value: Any, flag: str | None = None) -> Any:
@@ -239,105 +308,31 @@ def check_value(key: str, value: Any, flag: str | None = None) -> Any:
         if "None" in str(f.type):
             return None
         raise ConfigError(f"option {flag} has no value; give {KIND_WORDS[kind]} or leave the option out")
+    if f.metadata["parse"] is not None:  # an option with a form of its own (--image-size 64x80) reads itself
+        return f.metadata["parse"](value, flag)
     right = {"int": isinstance(value, int), "float": isinstance(value, int | float), "bool": isinstance(value, bool),
              "str": isinstance(value, str),
              "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
     if not right or (kind in ("int", "float") and isinstance(value, bool)):
-        raise ConfigError(f"invalid {flag} {_shown(value)}; give {KIND_WORDS[kind]}")
+        raise ConfigError(f"invalid {flag} {shown(value)}; give {KIND_WORDS[kind]}")
     if kind == "float":
         try:
             value = float(value)
         except OverflowError:
-            raise ConfigError(f"invalid {flag} {_shown(value)}; give a finite number") from None
+            raise ConfigError(f"invalid {flag} {shown(value)}; give a finite number") from None
     choices, valid, note = f.metadata["choices"], f.metadata["valid"], f.metadata["note"]
     note = f" ({note})" if note else ""
     if choices and value not in choices:
-        raise ConfigError(f"unknown {flag} {_shown(value)}; choose one of: {', '.join(choices)}")
+        raise ConfigError(f"unknown {flag} {shown(value)}; choose one of: {', '.join(choices)}")
     if isinstance(valid, tuple) and value not in valid:
-        raise ConfigError(f"invalid {flag} {_shown(value)}; use --{flag} {' or '.join(map(str, valid))}{note}")
+        raise ConfigError(f"invalid {flag} {shown(value)}; use --{flag} {' or '.join(map(str, valid))}{note}")
     if isinstance(valid, Bound) and not valid.holds(value):
-        raise ConfigError(f"invalid {flag} {_shown(value)}; use --{flag} {valid.words()}{note}")
+        raise ConfigError(f"invalid {flag} {shown(value)}; use --{flag} {valid.words()}{note}")
     return value
-
-
-def check_run_name(name: str | None) -> None:
-    """A run name is the run folder's name under the runs folder: a plain folder name, never a path."""
-    if name is not None and (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or
-                             len(name.encode("utf-8", "surrogatepass")) > NAME_MAX):
-        raise ConfigError(f"invalid name {_shown(name)}: a run name is a plain folder name (no / or \\, not . or "
-                          f"..; at most {NAME_MAX} bytes); give --out DIR to put the run folder somewhere else")
-
-
-def dataset_spec(text: str) -> str:
-    """A built-in name as it is, or ``KIND:PATH`` with PATH made absolute (a run folder is read from anywhere);
-    anything else raises ``ConfigError``. What each kind reads is ``aelab.data.own``."""
-    text = str(text).strip()
-    if text in DATASET_NAMES:
-        return text
-    kind, sep, path = text.partition(":")
-    if sep and kind in SOURCE_KINDS and path.strip():
-        return f"{kind}:{os.path.abspath(os.path.expanduser(path.strip()))}"
-    if sep and kind in SOURCE_KINDS:
-        raise ConfigError(f"dataset {text!r} names no path; give --dataset {kind}:PATH")
-    forms = ", ".join(f"{k}:PATH" for k in SOURCE_KINDS)
-    raise ConfigError(f"unknown dataset {text!r}; choose one of: {', '.join(DATASET_NAMES)}, or your own images as "
-                      f"{forms}")
-
-
-def parse_noise(text: str | None) -> tuple[str, float] | None:
-    """``KIND:LEVEL`` (``gaussian:0.3``, ``salt-pepper:0.1``, ``mask:0.25``) -> (kind, level); None or '' -> None;
-    anything else raises ``ConfigError``. The corruptions themselves are in ``aelab.data.noise``."""
-    if text is None or not str(text).strip():
-        return None
-    kind, _, level = str(text).strip().lower().partition(":")
-    forms = ", ".join(f"{k}:{v}" for k, v in NOISE_KINDS.items())
-    if kind not in NOISE_KINDS:
-        raise ConfigError(f"unknown noise {text!r}; use one of {forms} (e.g. gaussian:0.3)")
-    try:
-        value = float(level)
-    except ValueError:
-        raise ConfigError(f"noise {text!r} needs a number after the colon, e.g. {kind}:0.3") from None
-    upper = math.inf if kind == "gaussian" else 1.0
-    if not (math.isfinite(value) and 0.0 < value <= upper):
-        rng = "> 0" if kind == "gaussian" else "in (0, 1]"
-        raise ConfigError(f"invalid noise level {level!r} for {kind}; give {NOISE_KINDS[kind]} {rng}")
-    return kind, value
 
 
 def fields_by_name() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in fields(RunConfig)}
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The 10-minute recipe (docs/study/NOTES.md, session 9): batch 64 and lr 5e-3 / dropout 0.05 learn more per
-    # epoch at the same cost per image (4 epochs, latent 64: test SSIM 0.8733 -> 0.8801, PSNR 23.71 -> 24.00 dB);
-    # the epoch cap of 30 lets the schedule fit as many epochs as 10 minutes hold (18 in bf16 on an AMX Xeon).
-    "default": dict(max_minutes=10.0, batch_size=64, lr=5e-3, dropout=0.05, epochs=30),
-    "seed-2d": dict(model="conv", latent=2, loss="bce", optimizer="rmsprop", lr=1e-3, weight_decay=0.0,
-                    schedule="constant", batch_size=256, epochs=20, dataset="fashion-mnist"),
-    "seed-64": dict(model="conv", latent=64, loss="bce", optimizer="adam", lr=1e-3, weight_decay=0.0,
-                    schedule="constant", batch_size=256, epochs=10),
-    "seed-128": dict(model="conv-modified", latent=128),
-    "seed-256": dict(model="conv-modified", latent=256),
-    "mnist-dense-2d": dict(dataset="mnist", model="dense", latent=2, loss="mse", optimizer="adam", lr=1e-3,
-                           weight_decay=0.0, schedule="cosine", batch_size=256, epochs=60),
-    # VAEs (docs/vae.md): the default recipe's optimizer and schedule, a Gaussian likelihood with a learned sigma
-    "seed-vae-2d": dict(model="vae", latent=2, likelihood="gaussian", kl_warmup=2.0, epochs=12,
-                        dataset="fashion-mnist"),
-    "mnist-vae-2d": dict(model="vae", latent=2, likelihood="gaussian", kl_warmup=2.0, epochs=12, dataset="mnist"),
-}
-PRESET_HELP = {
-    "default": "the measured default recipe (conv-modified, latent 64, MSE+0.1(1-SSIM), AdamW lr 5e-3, dropout "
-               "0.05, batch 64, one-cycle over as many epochs as fit in 10 minutes, at most 30)",
-    "seed-2d": "conv, latent 2, BCE, RMSprop, Fashion-MNIST (for latent-space plots)",
-    "seed-64": "the base conv model at latent 64 as published examples train it (BCE, Adam, batch 256)",
-    "seed-128": "dimension reduction: conv-modified at latent 128",
-    "seed-256": "dimension reduction: conv-modified at latent 256",
-    "mnist-dense-2d": "dense, MNIST, latent 2, MSE, 60 epochs (~4 minutes on 2 cores)",
-    "seed-vae-2d": "VAE (conv-modified backbone), latent 2, Gaussian likelihood (learned sigma), 2-epoch KL "
-                   "warm-up, Fashion-MNIST: the 2-D prior manifold to look at",
-    "mnist-vae-2d": "the same VAE on MNIST",
-}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -349,6 +344,8 @@ def _coerce(key: str, value: Any) -> Any:
             raise ConfigError(f"option {key.replace('_', '-')} has no value; give {KIND_WORDS[kind.split(' ')[0]]} or "
                               f"leave the option out")
         return None
+    if f.metadata["parse"] is not None:
+        return f.metadata["parse"](value, key.replace("_", "-"))
     try:
         if key == "classes":
             if isinstance(value, str):
@@ -376,7 +373,7 @@ def _coerce(key: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"option {key.replace('_', '-')}: {_shown(value)} is not a valid {kind.split(' ')[0]}; "
+        raise ConfigError(f"option {key.replace('_', '-')}: {shown(value)} is not a valid {kind.split(' ')[0]}; "
                           f"fix the value") from None
 
 
@@ -395,12 +392,6 @@ def merge(base: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
     return RunConfig(**values)
 
 
-def preset(name: str) -> dict[str, Any]:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return dict(PRESETS[name])
-
-
 def resolve(preset_name: str | None = None, config_file: str | Path | None = None,
             overrides: dict[str, Any] | None = None) -> RunConfig:
     """defaults < preset < config file < overrides, validated."""
@@ -415,5 +406,8 @@ def resolve(preset_name: str | None = None, config_file: str | Path | None = Non
 
 
 def dump_yaml(cfg: RunConfig) -> str:
+    """The configuration as a config file ('aelab train --config FILE' takes it); the image size as HxW."""
+    d = cfg.to_dict()
+    d["image_size"] = None if cfg.image_size is None else size_words(cfg.image_size)
     return "# aelab run configuration (resolved); 'aelab train --config FILE' takes it\n" + yaml.safe_dump(
-        cfg.to_dict(), sort_keys=False)
+        d, sort_keys=False)
