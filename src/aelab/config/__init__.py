@@ -12,18 +12,7 @@ Everything is imported from here: ``from aelab.config import RunConfig, resolve`
 from __future__ import annotations
 
 from aelab.config.presets import PRESET_HELP, PRESETS, preset
-from aelab.config.run import (
-    Notice,
-    RunConfig,
-    check_value,
-    default_model,
-    dump_yaml,
-    fields_by_name,
-    merge,
-    resolve,
-    settle_model,
-    size_warning,
-)
+from aelab.config.run import RunConfig, check_value, dump_yaml, fields_by_name, merge, resolve, settle_model
 from aelab.config.values import (
     CHANNELS,
     DATASET_NAMES,
@@ -46,14 +35,17 @@ from aelab.config.values import (
     SMALL_SIDE,
     SOURCE_KINDS,
     Bound,
+    Notice,
     check_run_name,
     dataset_spec,
+    default_model,
     is_own_dataset,
     opt,
     parse_noise,
     parse_size,
     scaling_hint,
     shown,
+    size_warning,
     size_words,
 )
 from aelab.option_files import read_config_file

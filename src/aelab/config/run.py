@@ -36,6 +36,7 @@ from aelab.config.values import (
     Bound,
     check_run_name,
     dataset_spec,
+    default_model,
     is_own_dataset,
     opt,
     parse_noise,
@@ -257,29 +258,6 @@ class RunConfig:
         if self.is_vae:
             kwargs.update(likelihood=self.likelihood, sigma=self.sigma)
         return kwargs
-
-
-class Notice(UserWarning):
-    """A statement about a run, not a problem (the model chosen for the data): the CLI shows it as 'note: ...'."""
-
-
-def default_model(dataset: str, side: Sequence[int] | None) -> str:
-    """The model a run of ``dataset`` trains when none was chosen, for images of ``side`` (H, W; None: the data's
-    own, 28x28 for the built-in sets): the family that grows with the picture for the user's own images larger
-    than ``SMALL_SIDE`` px on a side, else ``DEFAULT_MODEL``."""
-    large = side is not None and max(int(v) for v in side) > SMALL_SIDE
-    return LARGE_MODEL if large and is_own_dataset(dataset) else DEFAULT_MODEL
-
-
-def size_warning(model: str, shape: Sequence[int]) -> str | None:
-    """One line when ``model`` does not grow with the image and the images of ``shape`` (C, H, W) are larger than
-    ``SMALL_SIDE`` px on a side (it is built for ~28x28: larger ones train slowly into a large model); else None."""
-    h, w = int(shape[1]), int(shape[2])
-    if model in SCALING_MODELS or max(h, w) <= SMALL_SIDE:
-        return None
-    return (f"--model {model} is built for images of about 28x28 and does not grow with the picture: on {h}x{w} "
-            f"images it trains slowly into a large model; use --model {scaling_hint(model)}, which scales with the "
-            f"image")
 
 
 def settle_model(cfg: RunConfig, shape: Sequence[int]) -> tuple[RunConfig, str | None]:

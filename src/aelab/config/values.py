@@ -1,5 +1,7 @@
-"""The valid values of the options: their names and ranges (``Bound``, ``opt``), and the parsers of the options
-written as text (a data set, ``--noise``, ``--image-size``, a run name). Torch-free, like all of ``aelab.config``.
+"""The valid values of the options: their names and ranges (``Bound``, ``opt``), the parsers of the options
+written as text (a data set, ``--noise``, ``--image-size``, a run name), and the model a run trains when none is
+chosen (``default_model``) with the warning for a model built for smaller images (``size_warning``). Torch-free,
+like all of ``aelab.config``.
 """
 
 from __future__ import annotations
@@ -7,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,3 +176,25 @@ def parse_noise(text: str | None) -> tuple[str, float] | None:
         raise ConfigError(f"invalid noise level {level!r} for {kind}; give {NOISE_KINDS[kind]} {rng}")
     return kind, value
 
+
+class Notice(UserWarning):
+    """A statement about a run, not a problem (the model chosen for the data): the CLI shows it as 'note: ...'."""
+
+
+def default_model(dataset: str, side: Sequence[int] | None) -> str:
+    """The model a run of ``dataset`` trains when none was chosen, for images of ``side`` (H, W; None: the data's
+    own, 28x28 for the built-in sets): the family that grows with the picture for the user's own images larger
+    than ``SMALL_SIDE`` px on a side, else ``DEFAULT_MODEL``."""
+    large = side is not None and max(int(v) for v in side) > SMALL_SIDE
+    return LARGE_MODEL if large and is_own_dataset(dataset) else DEFAULT_MODEL
+
+
+def size_warning(model: str, shape: Sequence[int]) -> str | None:
+    """One line when ``model`` does not grow with the image and the images of ``shape`` (C, H, W) are larger than
+    ``SMALL_SIDE`` px on a side (it is built for ~28x28: larger ones train slowly into a large model); else None."""
+    h, w = int(shape[1]), int(shape[2])
+    if model in SCALING_MODELS or max(h, w) <= SMALL_SIDE:
+        return None
+    return (f"--model {model} is built for images of about 28x28 and does not grow with the picture: on {h}x{w} "
+            f"images it trains slowly into a large model; use --model {scaling_hint(model)}, which scales with the "
+            f"image")
