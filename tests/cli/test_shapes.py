@@ -36,6 +36,7 @@ from aelab.config import (
     settle_model,
 )
 from aelab.data import load_dataset
+from aelab.data.resize import target
 from aelab.errors import ConfigError
 from aelab.experiments.jobs import config_difference
 from aelab.models import MODELS, build_model
@@ -165,7 +166,7 @@ def test_options_of_the_wrong_model_are_one_line_and_exit_2(args: tuple[str, ...
 
 
 # ------------------------------------------------------------------------------------------ --image-size, --resize
-def test_image_size_hxw_and_each_resize_mode_through_the_cli(wide: Path, tmp_path: Path) -> None:
+def test_image_size_hxw_and_each_resize_mode_through_the_cli(wide: Path, photo_folder: Path, tmp_path: Path) -> None:
     seen = {}
     for mode in ("crop", "pad", "stretch"):
         run = tmp_path / mode
@@ -177,6 +178,9 @@ def test_image_size_hxw_and_each_resize_mode_through_the_cli(wide: Path, tmp_pat
         assert record["resize"]["size"] == [40, 24] and record["resize"]["mode"] == mode
         assert any(f"resized to 40x24 by {mode}" in n for n in record["notes"])
         assert config_of(run)["image_size"] == "40x24" and config_of(run)["resize"] == mode
+        # images given to the trained model are resized the way it was trained
+        res = ok(cli("encode", run, photo_folder / "test", "-o", tmp_path / f"{mode}.npy", "--resize"))
+        assert f"are resized to 24x40 by {mode}" in res.stderr, res.stderr
         seen[mode] = load_dataset(f"npz:{wide}", image_size=(40, 24), resize=mode, val_fraction=0.0,
                                   progress=False).test.images.numpy()
     # pad: 48x80 (HxW) scaled by 0.3 to fit 40x24 is 14x24, centred: 13 black rows above and below; crop and
@@ -186,6 +190,14 @@ def test_image_size_hxw_and_each_resize_mode_through_the_cli(wide: Path, tmp_pat
     assert not pad[:, :, :13].any() and not pad[:, :, -13:].any() and pad[:, :, 13:27].any()
     assert crop[:, :, :13].any() and stretch[:, :, :13].any()
     assert not np.array_equal(crop, stretch)
+
+
+def test_the_padding_warning_is_the_models_own(tmp_path: Path, square: Path) -> None:
+    """44 px: the conv path (halving twice) would take it as it is, the resnet family (3 levels) pads it to 48."""
+    res = ok(cli("train", "--dataset", f"npz:{square}", "--image-size", "44", "--model", "resnet", "--latent", "4",
+                 "--width", "0.25", "--train-limit", "32", "--no-eval", "--no-report", "--out", tmp_path / "r", *TINY))
+    assert "warning: resnet pads 44x44 images with zeros to 48x48" in res.stderr, res.stderr
+    assert str(target(32)) == "32" and str(target((48, 80), "pad")) == "48x80-pad"  # the caches' keys of before
 
 
 def test_the_folder_decoder_resizes_by_the_same_owner(photo_folder: Path, wide: Path) -> None:
