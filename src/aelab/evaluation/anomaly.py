@@ -28,9 +28,9 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
-from aelab.data import to_float
 from aelab.evaluation.metrics import mse_per_image, ssim_per_image
-from aelab.models import VAE, Autoencoder, PCAModel, inference_batch, inference_copy, is_convolutional, kl_per_dim
+from aelab.evaluation.passes import BatchedInference
+from aelab.models import VAE, Autoencoder, PCAModel, kl_per_dim
 
 SCORES = ("mse", "ssim", "knn", "mse+knn", "ssim+knn", "elbo")
 PIXEL_SCORES = ("mse", "ssim", "elbo")  # computed from one pass over the images, no reference set needed
@@ -84,18 +84,8 @@ def model_scores(model: Autoencoder, images: torch.Tensor, kinds: tuple[str, ...
     if unknown:
         raise ValueError(f"score {unknown[0]!r} is not a pixel score of this model; use one of "
                          f"{', '.join(k for k in available_scores(model) if k in PIXEL_SCORES)}")
-    fast = inference_copy(model)
-    device = next(model.parameters()).device
-    batch = batch or inference_batch(device)
-    layout = torch.channels_last if is_convolutional(fast) else torch.contiguous_format
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
-    with torch.inference_mode():
-        for i in range(0, len(images), batch):
-            chunk = images[i:i + batch]
-            x = to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-            for k, v in score_batch(fast, x.to(device).contiguous(memory_format=layout), kinds).items():
-                parts[k].append(v)
-    return {k: torch.cat(v).numpy() if v else np.empty(0) for k, v in parts.items()}
+    parts = BatchedInference(model, batch).map(images, lambda m, x: score_batch(m, x, kinds))
+    return {k: torch.cat([p[k] for p in parts]).numpy() if parts else np.empty(0) for k in kinds}
 
 
 def pca_scores(pca: PCAModel, images: torch.Tensor) -> np.ndarray:

@@ -24,7 +24,8 @@ from scipy import ndimage
 from aelab.data import DataBundle, to_float
 from aelab.data.noise import TEST_STREAM, VAL_STREAM, NoiseSpec, corrupt_images
 from aelab.evaluation.metrics import reconstruction_metrics, ssim_per_image, summarize
-from aelab.models import Autoencoder, PCAModel, inference_batch, inference_copy, is_convolutional
+from aelab.evaluation.passes import BatchedInference
+from aelab.models import Autoencoder, PCAModel
 
 # The classical filters tried on the validation split: (kind, parameter) -> what the parameter is.
 FILTER_GRID: tuple[tuple[str, float], ...] = (
@@ -66,16 +67,8 @@ def choose_filter(noisy: np.ndarray, clean: np.ndarray) -> tuple[str, float, dic
 
 def denoise_all(model: Autoencoder, pixels: torch.Tensor, batch: int | None = None) -> torch.Tensor:
     """The model's output pixels (n, 1, 28, 28) in [0, 1] for float input pixels (n, 1, 28, 28), on the CPU."""
-    fast = inference_copy(model)
-    device = next(model.parameters()).device
-    batch = batch or inference_batch(device)
-    layout = torch.channels_last if is_convolutional(fast) else torch.contiguous_format
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(pixels), batch):
-            x = pixels[i:i + batch].to(device).contiguous(memory_format=layout)
-            out.append(torch.sigmoid(fast(x).float()).cpu().contiguous())
-    return torch.cat(out) if out else torch.empty(0, 1, 28, 28)
+    out = BatchedInference(model, batch).map(pixels, lambda m, x: torch.sigmoid(m(x).float()).cpu().contiguous())
+    return torch.cat(out) if out else torch.empty(0, *model.image_shape)
 
 
 @dataclass

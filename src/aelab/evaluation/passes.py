@@ -41,20 +41,44 @@ def keeps_reconstructions(n: int, shape: tuple[int, ...]) -> bool:
     return 2 * 4 * n * int(np.prod(shape)) <= KEEP_BYTES
 
 
-def _runner(model: Autoencoder, batch: int | None) -> Callable[[torch.Tensor, Callable[..., Any]], list[Any]]:
-    """``run(uint8 images, fn)``: ``fn(fast_model, x)`` over the images in batches, without gradients, on the fast
-    inference copy of ``model`` (``models.inference_copy``: batch norm folded, channels-last); one result per
-    batch. The copy is made once for every call of ``run``."""
-    fast = inference_copy(model)
-    device = next(model.parameters()).device
-    size = batch or inference_batch(device)
-    layout = torch.channels_last if is_convolutional(fast) else torch.contiguous_format
+class BatchedInference:
+    """A model made ready to run over many images: the one place the inference preamble lives.
 
-    def run(images: torch.Tensor, fn: Callable[..., Any]) -> list[Any]:
+    ``fast`` is the inference copy of ``model`` (``models.inference_copy``: batch norm folded, channels-last for a
+    convolutional model), made once; ``batch`` the images per forward pass on the model's ``device``
+    (``models.inference_batch`` for the model's ``image_shape``: large images take fewer); ``map(items, fn)`` runs
+    ``fn(fast, x)`` over ``items`` in batches without gradients (``torch.inference_mode``), each batch sliced from
+    ``items`` (a tensor, or a store read from disk: ``data.stream``, read one batch at a time) and converted by
+    ``inputs``. The evaluation passes, the trainer's validation, the report and ``TrainedModel`` all go through it.
+    """
+
+    def __init__(self, model: Autoencoder, batch: int | None = None):
+        self.fast = inference_copy(model)
+        self.device = next(model.parameters()).device
+        self.batch = batch or inference_batch(self.device, model.image_shape)
+        self.layout = torch.channels_last if is_convolutional(self.fast) else torch.contiguous_format
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as ``fast`` takes it, on its device: uint8 images (n, H, W) / (n, C, H, W) -> float32 pixels
+        (n, C, H, W) in [0, 1] (``data.to_float``, after the move: a GPU gets the uint8 bytes), float pixels or
+        codes as float32; images (4-D) in the copy's memory layout."""
+        x = x.to(self.device, non_blocking=True)
+        x = to_float(x) if x.dtype == torch.uint8 else x.float()
+        return x.contiguous(memory_format=self.layout) if x.dim() == 4 else x
+
+    def map(self, items: Images, fn: Callable[..., Any], *aligned: torch.Tensor, batch: int | None = None,
+            prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Any]:
+        """``[fn(fast, x, *a) for each batch]``: ``x`` a batch of ``items`` (``prepare``, when given, applied to the
+        slice first, on the CPU) and ``a`` the same rows of each of ``aligned``, all through ``inputs``; ``batch``
+        overrides the batch size. Nothing for no items."""
+        size = batch or self.batch
+        out = []
         with torch.inference_mode():
-            return [fn(fast, to_float(images[i:i + size]).to(device).contiguous(memory_format=layout))
-                    for i in range(0, len(images), size)]
-    return run
+            for i in range(0, len(items), size):
+                x = items[i:i + size]
+                x = self.inputs(prepare(x) if prepare is not None else x)
+                out.append(fn(self.fast, x, *(self.inputs(a[i:i + size]) for a in aligned)))
+        return out
 
 
 def _chunks(images: Images, step: int) -> list[slice]:
@@ -65,10 +89,10 @@ def encode_all(model: Autoencoder, images: Images, batch: int | None = None) -> 
     """Latent codes (n, latent) of uint8 images (n, H, W) or (n, C, H, W), float32 on the CPU."""
     if len(images) == 0:
         return torch.empty(0, model.latent)
-    run = _runner(model, batch)
+    run = BatchedInference(model, batch)
     codes = torch.empty(len(images), model.latent)
     for part in _chunks(images, chunk_images(model.image_shape)):
-        codes[part] = torch.cat(run(images[part], lambda m, x: m.encode(x).float().cpu()))
+        codes[part] = torch.cat(run.map(images[part], lambda m, x: m.encode(x).float().cpu()))
     return codes
 
 
@@ -87,8 +111,8 @@ def encode_reconstruct_all(model: Autoencoder, images: Images, batch: int | None
     """Codes (n, latent) and reconstructed pixels (n, C, H, W) of uint8 images in one pass (CPU, float32)."""
     if len(images) == 0:
         return torch.empty(0, model.latent), torch.empty(0, *model.image_shape)
-    run = _runner(model, batch)
-    parts = [p for part in _chunks(images, chunk_images(model.image_shape)) for p in run(images[part], _both)]
+    run = BatchedInference(model, batch)
+    parts = [p for part in _chunks(images, chunk_images(model.image_shape)) for p in run.map(images[part], _both)]
     return torch.cat([z for z, _ in parts]), torch.cat([p for _, p in parts])
 
 
@@ -107,7 +131,7 @@ def reconstruction_pass(model: Autoencoder | PCAModel, images: Images, keep: boo
     over uint8 ``images``, a chunk at a time (``chunk_images``); ``keep``: the reconstructions too; ``metrics``
     False: no metrics (empty arrays)."""
     shape = model.shape if isinstance(model, PCAModel) else model.image_shape
-    run = None if isinstance(model, PCAModel) else _runner(model, None)
+    run = None if isinstance(model, PCAModel) else BatchedInference(model)
     n = len(images)
     codes = torch.empty(n, model.latent)
     kept = torch.empty(n, *shape) if keep else None
@@ -119,7 +143,7 @@ def reconstruction_pass(model: Autoencoder | PCAModel, images: Images, keep: boo
             recon = model.decode(z)
         else:
             assert run is not None
-            outs = run(u8, _both)
+            outs = run.map(u8, _both)
             z, recon = torch.cat([a for a, _ in outs]), torch.cat([b for _, b in outs])
         codes[part] = z
         if metrics:

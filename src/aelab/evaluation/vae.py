@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ import torch
 from aelab.config import RunConfig
 from aelab.data import to_float
 from aelab.errors import RunError
-from aelab.models import VAE, inference_batch, inference_copy, is_convolutional, kl_per_dim
+from aelab.evaluation.passes import BatchedInference
+from aelab.models import VAE, kl_per_dim
 from aelab.runs import Run
 
 IWAE_K = 100           # importance samples per image by default
@@ -45,35 +46,28 @@ BINARIZE_SEED = 0
 SUBSET_SEED = 0
 
 
-def _batches(model: VAE, images: torch.Tensor, batch: int, binarize: bool) -> Iterator[tuple[VAE, torch.Tensor]]:
-    """(fast inference copy, float batch on the model's device) over uint8 ``images`` (n, 28, 28); binarised
-    once per pixel from Bernoulli(grey level) with ``BINARIZE_SEED`` when asked."""
-    fast = inference_copy(model)
-    device = next(model.parameters()).device
-    layout = torch.channels_last if is_convolutional(fast) else torch.contiguous_format
+def _binarizer(binarize: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What ``BatchedInference.map`` applies to each uint8 batch when asked to binarise: the pixels drawn once from
+    Bernoulli(grey level) on the CPU, in order, from one generator seeded with ``BINARIZE_SEED``."""
+    if not binarize:
+        return None
     g_bin = torch.Generator().manual_seed(BINARIZE_SEED)
-    for i in range(0, len(images), batch):
-        x = to_float(images[i:i + batch])
-        if binarize:
-            x = torch.bernoulli(x, generator=g_bin)
-        yield fast, x.to(device).contiguous(memory_format=layout)
+    return lambda u8: torch.bernoulli(to_float(u8), generator=g_bin)
 
 
 def elbo_passes(model: VAE, images: torch.Tensor, seed: int = 0, binarize: bool = False
                 ) -> dict[str, np.ndarray]:
     """Per image: ``recon`` log p(x|z) for one posterior sample z, ``kl`` (n, latent) in closed form, ``mean``
     (n, latent) the posterior mean; float64 arrays."""
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    out: dict[str, list[torch.Tensor]] = {"recon": [], "kl": [], "mean": []}
-    with torch.inference_mode():
-        for fast, x in _batches(model, images, inference_batch(device), binarize):
-            mean, logvar = fast.posterior(x)
-            z = fast.sample_posterior(mean.float(), logvar.float(), generator=g)
-            out["recon"].append(fast.log_likelihood(fast.decode(z), x).cpu())
-            out["kl"].append(kl_per_dim(mean.float(), logvar.float()).cpu())
-            out["mean"].append(mean.float().cpu())
-    return {key: torch.cat(v).numpy().astype(np.float64) for key, v in out.items()}
+    run = BatchedInference(model)
+    g = torch.Generator(device=run.device).manual_seed(seed)
+
+    def one(fast: VAE, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mean, logvar = fast.posterior(x)
+        z = fast.sample_posterior(mean.float(), logvar.float(), generator=g)
+        return (fast.log_likelihood(fast.decode(z), x).cpu(), kl_per_dim(mean.float(), logvar.float()).cpu(),
+                mean.float().cpu())
+    return _gather(("recon", "kl", "mean"), run.map(images, one, prepare=_binarizer(binarize)))
 
 
 def iwae_passes(model: VAE, images: torch.Tensor, k: int = IWAE_K, seed: int = 0, binarize: bool = False
@@ -83,18 +77,21 @@ def iwae_passes(model: VAE, images: torch.Tensor, k: int = IWAE_K, seed: int = 0
     estimated from the same samples: IWAE >= elbo_mc holds for every image, by Jensen's inequality)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    batch = max(1, min(inference_batch(device), IWAE_DECODES // k))
-    out: dict[str, list[torch.Tensor]] = {"iwae": [], "elbo": [], "elbo_mc": []}
-    with torch.inference_mode():
-        for fast, x in _batches(model, images, batch, binarize):
-            mean, logvar = fast.posterior(x)
-            w, ll = fast.log_weights(x, k, generator=g, decode_batch=IWAE_DECODES)
-            out["iwae"].append((torch.logsumexp(w, 1) - math.log(k)).cpu())
-            out["elbo"].append((ll.mean(1) - kl_per_dim(mean.float(), logvar.float()).sum(1)).cpu())
-            out["elbo_mc"].append(w.mean(1).cpu())
-    return {key: torch.cat(v).numpy().astype(np.float64) for key, v in out.items()}
+    run = BatchedInference(model)
+    g = torch.Generator(device=run.device).manual_seed(seed)
+
+    def one(fast: VAE, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mean, logvar = fast.posterior(x)
+        w, ll = fast.log_weights(x, k, generator=g, decode_batch=IWAE_DECODES)
+        return ((torch.logsumexp(w, 1) - math.log(k)).cpu(),
+                (ll.mean(1) - kl_per_dim(mean.float(), logvar.float()).sum(1)).cpu(), w.mean(1).cpu())
+    batch = max(1, min(run.batch, IWAE_DECODES // k))
+    return _gather(("iwae", "elbo", "elbo_mc"), run.map(images, one, batch=batch, prepare=_binarizer(binarize)))
+
+
+def _gather(keys: tuple[str, ...], parts: list[tuple[torch.Tensor, ...]]) -> dict[str, np.ndarray]:
+    """Per-batch tuples of per-image results -> {key: float64 array over all images}."""
+    return {key: torch.cat([p[j] for p in parts]).numpy().astype(np.float64) for j, key in enumerate(keys)}
 
 
 def iwae_sample(n: int, images: int) -> np.ndarray:

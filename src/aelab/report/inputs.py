@@ -21,7 +21,8 @@ from aelab.data import DataBundle, display, load_dataset
 from aelab.errors import RunError
 from aelab.evaluation import METRICS_FORMAT, TestPasses, encode_all, fit_pca
 from aelab.evaluation.metrics import ssim_per_image
-from aelab.models import Autoencoder, PCAModel, inference_batch, inference_copy
+from aelab.evaluation.passes import BatchedInference
+from aelab.models import Autoencoder, PCAModel
 from aelab.runs import Run
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "lr")
@@ -125,16 +126,12 @@ def _num(value: Any) -> float:
 
 # -------------------------------------------------------------------------------------- the test views
 def _decoder(model: Autoencoder) -> Callable[[np.ndarray], np.ndarray]:
-    fast = inference_copy(model)
-    device = next(model.parameters()).device
+    run = BatchedInference(model)
     empty = display(np.empty((0, *model.image_shape), np.float32))
 
-    def decode(codes: np.ndarray, batch: int = inference_batch(device)) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(codes), batch):
-                z = torch.as_tensor(np.asarray(codes[i:i + batch], dtype=np.float32), device=device)
-                out.append(torch.sigmoid(fast.decode(z)).float().cpu())
+    def decode(codes: np.ndarray) -> np.ndarray:
+        out = run.map(torch.as_tensor(np.asarray(codes, dtype=np.float32)),
+                      lambda m, z: torch.sigmoid(m.decode(z)).float().cpu())
         return display(torch.cat(out)) if out else empty
     return decode
 

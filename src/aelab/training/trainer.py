@@ -30,8 +30,9 @@ from aelab.data.noise import TRAIN_STREAM, VAL_STREAM, NoiseSpec, corrupt_images
 from aelab.data.stream import ImageStore, Prefetcher
 from aelab.device import CoreShare, select_device, select_precision
 from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
+from aelab.evaluation.passes import BatchedInference
 from aelab.files import atomic_write_text
-from aelab.models import Autoencoder, build_model, inference_batch, inference_copy, is_convolutional, padding_note_of
+from aelab.models import Autoencoder, build_model, is_convolutional, padding_note_of
 from aelab.runs import Run
 from aelab.training.losses import make_loss
 from aelab.training.optim import make_optimizer, make_scheduler
@@ -201,19 +202,13 @@ class Trainer:
         training precision: it picks the best checkpoint and drives early stopping."""
         if len(self.val_x) == 0:
             return float("nan")
-        fast = inference_copy(self.model)
-        total = 0.0
-        with torch.inference_mode():
-            batch = inference_batch(self.device)
-            for i in range(0, len(self.val_x), batch):
-                x = self._batch(self.val_x[i:i + batch])
-                if self.val_noisy is None:
-                    total += float(self.loss_fn.validation(fast, x)) * len(x)
-                else:  # a denoising run: the noisy input against the clean image
-                    noisy = self.val_noisy[i:i + batch]
-                    noisy = noisy.contiguous(memory_format=torch.channels_last) if self.channels_last else noisy
-                    total += float(self.loss_fn.validation(fast, x, inputs=noisy)) * len(x)
-        return total / len(self.val_x)
+        run = BatchedInference(self.model)
+        if self.val_noisy is None:
+            losses = run.map(self.val_x, lambda fast, x: float(self.loss_fn.validation(fast, x)) * len(x))
+        else:  # a denoising run: the noisy input against the clean image
+            losses = run.map(self.val_x, lambda fast, x, noisy: float(self.loss_fn.validation(fast, x, inputs=noisy))
+                             * len(x), self.val_noisy)
+        return sum(losses) / len(self.val_x)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)

@@ -37,7 +37,8 @@ from aelab.data.pixels import batch_layout
 from aelab.device import select_device
 from aelab.errors import InputError, RunError
 from aelab.evaluation.detector import Detector
-from aelab.models import VAE, Autoencoder, build_model, inference_batch, inference_copy, is_convolutional, prior_codes
+from aelab.evaluation.passes import BatchedInference
+from aelab.models import VAE, Autoencoder, build_model, prior_codes
 from aelab.runs import Run
 from aelab.use.hub import is_hub_folder, read_hub
 from aelab.use.outliers import OutlierMixin
@@ -98,7 +99,6 @@ class TrainedModel(OutlierMixin):
         if device is not None:
             self.model.to(device)
         self._fast_key: tuple = ()
-        self._layout = torch.channels_last if is_convolutional(self.model) else torch.contiguous_format
         self.classes = classes
         self.source = source
         self.batch_size = batch_size
@@ -149,13 +149,13 @@ class TrainedModel(OutlierMixin):
         return f"TrainedModel(model={hp.get('model')!r}, latent={self.latent}{where})"
 
     @property
-    def _fast(self) -> Autoencoder:
-        """What encode/decode run: ``models.inference_copy`` of ``model`` (batch norm folded, channels-last),
-        made again whenever the weights of ``model`` change or it moves to another device."""
+    def _inference(self) -> BatchedInference:
+        """What encode/decode run: ``evaluation.passes.BatchedInference`` of ``model`` (its inference copy, batch norm
+        folded, channels-last), made again whenever the weights of ``model`` change or it moves to another device."""
         key = tuple((t.device, t.data_ptr(), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
         if key != self._fast_key:
-            self._fast_copy, self._fast_key = inference_copy(self.model), key
-        return self._fast_copy
+            self._runner, self._fast_key = BatchedInference(self.model), key
+        return self._runner
 
     # ---------------------------------------------------------------------------------------- streaming
     def iter_encode(self, images: Any, batch_size: int | None = None, progress: bool = False
@@ -180,17 +180,13 @@ class TrainedModel(OutlierMixin):
 
     def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of one checked batch: float32 pixels (b, C, H, W) in [0, 1] -> (b, latent) on the CPU."""
-        fast, batch = self._fast, inference_batch(self.device)
-        with torch.inference_mode():
-            return torch.cat([fast.encode(x[i:i + batch].to(self.device).contiguous(memory_format=self._layout))
-                              .float().cpu() for i in range(0, max(len(x), 1), batch)])
+        out = self._inference.map(x, lambda m, b: m.encode(b).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.latent)
 
     def decode_batch(self, z: torch.Tensor) -> torch.Tensor:
         """Pixels (b, C, H, W) in [0, 1] of one checked batch of codes (b, latent), on the CPU."""
-        fast, batch = self._fast, inference_batch(self.device)
-        with torch.inference_mode():
-            return torch.cat([torch.sigmoid(fast.decode(z[i:i + batch].to(self.device))).float().cpu()
-                              for i in range(0, max(len(z), 1), batch)])
+        out = self._inference.map(z, lambda m, b: torch.sigmoid(m.decode(b)).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
     # ---------------------------------------------------------------------------------------- whole arrays
     def encode(self, images: Any, batch_size: int | None = None, as_tensor: bool = False,
