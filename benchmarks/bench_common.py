@@ -19,41 +19,18 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from aelab.device import cores as usable_cpus
+from aelab.device import cpu_model, load_average
 from aelab.evaluation.metrics import ssim_per_image
 
 TARGET_SSIM = 0.773  # the Keras base recipe's test SSIM after 10 epochs at latent 64 (DESIGN.md)
 
 
 # ------------------------------------------------------------------------------------------ the machine
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
         return None
 
 

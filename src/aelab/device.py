@@ -9,7 +9,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -74,7 +73,7 @@ def bf16_pays(device: torch.device) -> bool:
     GPU with bf16 units is trusted without a probe."""
     if device.type != "cpu":
         return True
-    key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    key = f"{cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
     if key not in _VERDICTS:
         path = user_cache_dir() / "precision.json"
         try:
@@ -121,14 +120,26 @@ def probe_precisions(batch: int = 64, rounds: int = 4) -> dict[str, Any]:
             "bf16": best["fp32"] >= PROBE_GAIN * best["bf16"], "measured": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s first "model name" on Linux, else what ``platform`` says): the one
+    reader of it, for the precision probe's key, the study's machine record, the tracked facts, the benchmarks."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (rounded to 0.01), None where the system has none: what the study and
+    the benchmarks record beside their timings."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def cores() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 
 from aelab.config import RunConfig, merge, preset
-from aelab.device import cores
+from aelab.device import cores, cpu_model, load_average
 from aelab.errors import ConfigError
 from aelab.experiments.jobs import ensure_run
 from aelab.experiments.study_page import NOTES, PART_TITLES, readme, sweep_figure
@@ -256,7 +255,7 @@ def run_study(out: str | Path, runs: str | Path | None = None, budget: Budget = 
                                          known.get("machine"), tuning.get(step.name))
         if how != "skipped":  # a skipped run keeps the time (and load) the invocation that made it recorded
             seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - t, 1)
-            loads[step.name] = (_load_average() or [float("nan")])[0]
+            loads[step.name] = (load_average() or [float("nan")])[0]
             worked[step.name] = how
         log(f"[{i}/{len(steps)}] {step.name}: {how} in {time.perf_counter() - t:.0f} s; test SSIM "
             f"{row['ssim']:.4f} (PCA {row['pca_ssim']:.4f})")
@@ -315,22 +314,6 @@ def _previous_steps(record: Path, budget: Budget, tuned: set[str] = frozenset()
             {k: v for k, v in (old.get("records") or {}).items() if keep(k) and isinstance(v, dict)})
 
 
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    return {"cpu": cpu, "cores": cores(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cores": cores(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version()}

@@ -18,7 +18,7 @@ import torch
 from aelab._version import __version__
 from aelab.config import RunConfig
 from aelab.data import DataBundle, shape_text
-from aelab.device import _cpu_model, cores, native_bf16
+from aelab.device import cores, cpu_model, native_bf16
 from aelab.models import Autoencoder, count_parameters
 from aelab.runs import Run
 
@@ -51,7 +51,7 @@ def precision_reason(cfg: RunConfig, device: torch.device, chosen: str) -> str:
 
 def machine(device: torch.device) -> dict[str, Any]:
     """The machine a training runs on: host, CPU, cores, GPU, versions."""
-    out: dict[str, Any] = {"host": socket.gethostname(), "cpu": _cpu_model(), "cores": cores(),
+    out: dict[str, Any] = {"host": socket.gethostname(), "cpu": cpu_model(), "cores": cores(),
                            "python": platform.python_version(), "torch": torch.__version__, "aelab": __version__}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
