@@ -147,10 +147,12 @@ def evaluate(run: str, iwae_k: int, iwae_images: int, plain: str | None) -> None
     """
     from aelab.evaluation import evaluate_run  # lazy: keeps 'aelab --help' free of torch
     from aelab.runs import Run  # lazy: keeps 'aelab --help' free of torch
+    from aelab.tracking import log_evaluation  # lazy: keeps 'aelab --help' free of torch
 
     r = Run.open(run)
     with warnings_as_lines():  # e.g. the data changed since training
         metrics = evaluate_run(r, iwae_k=iwae_k, iwae_images=iwae_images, plain=plain)
+        log_evaluation(r)  # a tracked run: its results, and a killed run's state settled
     _print_result(r, metrics)
 
 

@@ -37,10 +37,12 @@ from aelab.config.values import (
     check_run_name,
     dataset_spec,
     default_model,
+    env_track,
     is_own_dataset,
     opt,
     parse_noise,
     parse_size,
+    parse_track,
     scaling_hint,
     shown,
     size_words,
@@ -147,6 +149,10 @@ class RunConfig:
     name: str | None = opt(None, "run name: the run folder's name under runs/ (default: "
                                  "dataset-model-latent-time)", group="output")
     report: bool = opt(True, "write figures and report.html when training ends", group="output")
+    track: list[str] | None = opt(None, "log the training to tensorboard, mlflow or both (or none); default: "
+                                        "AELAB_TRACK, else none", group="output", parse=parse_track)
+    tracking_uri: str | None = opt(None, "--track mlflow: a tracking server or database; default: "
+                                         "sqlite:///<runs folder>/mlflow.db, no server", group="output")
 
     def validate(self) -> RunConfig:
         """Check every value; raise ``ConfigError`` naming the first bad one and its fix."""
@@ -380,6 +386,7 @@ def resolve(preset_name: str | None = None, config_file: str | Path | None = Non
         cfg = merge(cfg, read_config_file(config_file), str(config_file))
     if overrides:
         cfg = merge(cfg, overrides, "the command line")
+    cfg.track = env_track() if cfg.track is None else cfg.track  # AELAB_TRACK: below every other source
     return cfg.validate()
 
 

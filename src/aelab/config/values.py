@@ -41,6 +41,8 @@ MAX_MINUTES = 1_000_000  # about two years; far beyond, the budget in seconds ov
 KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text",
               "list[str]": "a list of names", "list[int]": "a size: N, HxW or H,W"}
 NAME_MAX = 255     # bytes in a file name on every common file system
+TRACKERS = ("tensorboard", "mlflow")  # --track: where a training is logged besides its run folder (aelab.tracking)
+TRACK_VARIABLE = "AELAB_TRACK"  # the trackers of every training that names none
 
 # The model a run trains when none is chosen (--model, a preset or a config file): conv-modified, measured best at
 # 28x28; for the user's own images larger than SMALL_SIDE px on a side, the family that grows with the picture.
@@ -198,3 +200,22 @@ def size_warning(model: str, shape: Sequence[int]) -> str | None:
     return (f"--model {model} is built for images of about 28x28 and does not grow with the picture: on {h}x{w} "
             f"images it trains slowly into a large model; use --model {scaling_hint(model)}, which scales with the "
             f"image")
+
+
+def parse_track(value: Any, flag: str = "track") -> list[str]:
+    """The trackers named by ``value``: ``tensorboard``, ``mlflow``, both (a list, or names separated by commas)
+    or ``none`` -> a list in ``TRACKERS``' order (``[]``: none). Anything else raises ``ConfigError``."""
+    items = value if isinstance(value, list | tuple) else [value]
+    names = [n.strip().lower() for item in items for n in str(item).split(",") if n.strip()]
+    bad = [n for n in names if n not in (*TRACKERS, "none")]
+    if bad or not isinstance(value, str | list | tuple):
+        raise ConfigError(f"unknown {flag} {shown(bad[0] if bad else value)}; use tensorboard, mlflow, both "
+                          f"(tensorboard,mlflow) or none")
+    return [t for t in TRACKERS if t in names]
+
+
+def env_track() -> list[str] | None:
+    """The trackers ``AELAB_TRACK`` names, for a training whose options name none; None when it is unset."""
+    text = os.environ.get(TRACK_VARIABLE, "").strip()
+    return parse_track(text, TRACK_VARIABLE) if text else None
+

@@ -27,6 +27,7 @@ from aelab.evaluation import evaluate_run, evaluate_run_passes
 from aelab.files import atomic_write_text
 from aelab.report import write_report
 from aelab.runs import Run
+from aelab.tracking import open_trackers
 from aelab.training import Trainer
 from aelab.training.distributed import make_trainer
 
@@ -63,6 +64,7 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
     ``out`` must be new, empty, or hold a run that never finished an epoch (it is then started again).
     """
     cfg.validate()
+    trackers = open_trackers(cfg)  # --track without its package: one line, before the data is loaded
     if out:
         _restart_needed(Run(Path(out)))  # early, so that a wrong --out fails before the data is loaded
     # Load the data before the folder exists, so that a data error leaves nothing behind.
@@ -97,7 +99,9 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
         run.start()  # aelab's mark first: from here on the folder is a run, which only aelab's files belong to
         atomic_write_text(run.config_file, dump_yaml(cfg))
         run.save_data(bundle.record())
-        return _finish(run, trainer, evaluate)
+        trainer.trackers = trackers.start(run, cfg, trainer, progress)  # says what the training is about to do
+        with trainer.trackers.ending():  # FINISHED with the results, or KILLED / FAILED
+            return _finish(run, trainer, evaluate)
 
 
 def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True,
@@ -108,10 +112,11 @@ def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progre
     run = Run.open(path)
     cfg = run.config()
     for key, value in (overrides or {}).items():
-        if key not in ("threads", "device"):
+        if key not in ("threads", "device", "track", "tracking_uri"):
             raise RunError(f"--{key.replace('_', '-')} cannot change when resuming; resume with the run's own "
                            f"config, or start a new run")
         setattr(cfg, key, value)
+    trackers = open_trackers(cfg)
     with run.writing():
         stopped = run.stopped()
         if stopped:
@@ -126,7 +131,9 @@ def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progre
             warnings.warn(f"{run.path} stopped before its first checkpoint; training it from the start",
                           stacklevel=2)
         trainer = make_trainer(cfg, run, resume=not fresh, progress=progress)
-        return _finish(run, trainer, evaluate)
+        trainer.trackers = trackers.start(run, cfg, trainer, progress)  # the same tracked runs, continued
+        with trainer.trackers.ending():
+            return _finish(run, trainer, evaluate)
 
 
 def _finish(run: Run, trainer: Trainer, evaluate: bool) -> tuple[Run, dict[str, Any] | None]:
@@ -146,7 +153,7 @@ def _finish(run: Run, trainer: Trainer, evaluate: bool) -> tuple[Run, dict[str, 
 
 
 # Keys that may differ between a finished run and the same run asked for again (machine, not experiment).
-MACHINE_KEYS = ("threads", "device", "data_dir", "report")
+MACHINE_KEYS = ("threads", "device", "data_dir", "report", "track", "tracking_uri")
 
 
 def config_difference(a: RunConfig, b: RunConfig) -> str | None:

@@ -11,6 +11,6 @@ nested run per trial.
 """
 
 from aelab.tracking.tracker import FAILED, FINISHED, KILLED, Tracker
-from aelab.tracking.trackers import Trackers, open_trackers
+from aelab.tracking.trackers import Trackers, log_evaluation, open_trackers
 
-__all__ = ["FAILED", "FINISHED", "KILLED", "Tracker", "Trackers", "open_trackers"]
+__all__ = ["FAILED", "FINISHED", "KILLED", "Tracker", "Trackers", "log_evaluation", "open_trackers"]

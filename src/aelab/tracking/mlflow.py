@@ -64,9 +64,10 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
 class MlflowTracker(Tracker):
     name = "mlflow"
 
-    def __init__(self, uri: str | None, parent: str | None = None):
+    def __init__(self, uri: str | None, study: str | None = None):
         self.uri = uri  # None: the SQLite store beside the run's folder (``default_uri``), known at the start
-        self.parent = parent  # a tuning study's run: this one is nested in it
+        self.study = study  # a tuning study's name: this run is nested in the study's run
+        self.parent: str | None = None
         self.run_id: str | None = None
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
@@ -89,6 +90,17 @@ class MlflowTracker(Tracker):
             self.client.restore_experiment(found.experiment_id)
         return found.experiment_id
 
+    def study_run(self, study: str) -> str:
+        """The run of tuning study ``study`` (found by its name, made on first use), RUNNING while a trial runs:
+        every trial's run is nested in it."""
+        experiment = self.experiment()
+        found = self.client.search_runs([experiment], filter_string=f"tags.`aelab.study` = '{study}'", max_results=1)
+        if found:
+            self.client.update_run(found[0].info.run_id, status="RUNNING")
+            return str(found[0].info.run_id)
+        made = self.client.create_run(experiment, run_name=study, tags={"aelab.study": study})
+        return str(made.info.run_id)
+
     def _stored(self, run: Run, epoch: int) -> tuple[str | None, int]:
         """(the MLflow run this run folder logged to in this store, the last epoch it holds), or (None, 0)."""
         try:
@@ -105,8 +117,8 @@ class MlflowTracker(Tracker):
             return None, 0
         if info.status == "RUNNING":  # its process ended without closing it: killed or crashed
             self.client.set_tag(info.run_id, "aelab.interrupted",
-                                f"the training process ended without closing this run (killed or crashed); resumed "
-                                f"at epoch {epoch + 1} on {time.strftime('%Y-%m-%d %H:%M:%S')}")
+                                f"the training process ended without closing this run (killed or crashed) after "
+                                f"epoch {epoch}; found on {time.strftime('%Y-%m-%d %H:%M:%S')}")
         self.client.update_run(info.run_id, status="RUNNING")
         history = self.client.get_metric_history(info.run_id, EPOCH_METRIC)
         return info.run_id, max((int(m.step) for m in history), default=0)
@@ -115,6 +127,8 @@ class MlflowTracker(Tracker):
         self.uri = self.uri or default_uri(run.path.parent)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id, held = self._stored(run, epoch)
+        if self.study is not None:
+            self.parent = self.study_run(self.study)
         if self.run_id is None:
             tags = {"aelab.run_folder": str(run.path.absolute())}
             if self.parent:
@@ -149,9 +163,14 @@ class MlflowTracker(Tracker):
         if summary:
             self.client.log_text(self.run_id, summary + "\n", "results.txt")
 
+    def note(self, key: str, text: str) -> None:
+        self.client.set_tag(self.run_id, f"aelab.{key}", text[:5000])
+
     def end(self, status: str) -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
+        if self.parent is not None:  # the study's run: FINISHED once no trial of it runs any more
+            self.client.set_terminated(self.parent, "FINISHED")
 
     def where(self) -> str:
         if str(self.uri).startswith("sqlite:///"):

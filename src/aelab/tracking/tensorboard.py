@@ -60,6 +60,7 @@ class TensorBoardTracker(Tracker):
     def __init__(self) -> None:
         self.writer: SummaryWriter | None = None
         self.run: Run | None = None
+        self.step = 0  # the last epoch logged
 
     def start(self, run: Run, config: dict[str, Any], facts: dict[str, Any], epoch: int = 0) -> int:
         self.run = run
@@ -68,14 +69,16 @@ class TensorBoardTracker(Tracker):
         self.writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=None if held is None else held + 1,
                                     flush_secs=FLUSH_SECONDS)
         if held is None:  # the run's first session: its parameters and facts, at step 0
-            values = {k: hparam_value(v) for k, v in config.items()} | {"parameters": facts["parameters"]}
+            values = {k: hparam_value(v) for k, v in config.items()} | {"parameters": facts.get("parameters")}
             _, start_info, _ = hparams(values, {})
             self.writer.file_writer.add_summary(start_info)
             self.writer.add_text("facts", "\n".join(f"    {k}: {v}" for k, v in facts.items()), 0)
-        return held or 0
+        self.step = held or 0
+        return self.step
 
     def log_epoch(self, step: int, scalars: dict[str, float], images: dict[str, np.ndarray]) -> None:
         assert self.writer is not None
+        self.step = step
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
         for tag, image in images.items():
@@ -89,6 +92,11 @@ class TensorBoardTracker(Tracker):
         if summary:
             self.writer.add_text("results", "\n".join("    " + line for line in summary.splitlines()), step)
         self.writer.flush()  # the files (report, model) are in the run folder beside the event files
+
+    def note(self, key: str, text: str) -> None:
+        assert self.writer is not None
+        self.writer.add_text(key, text, self.step)
+        self.writer.flush()
 
     def end(self, status: str) -> None:
         if self.writer is None:

@@ -36,6 +36,10 @@ class Tracker(ABC):
         table of the results, after the evaluation."""
 
     @abstractmethod
+    def note(self, key: str, text: str) -> None:
+        """A line about the run that is no number (a tuning trial pruned, and why)."""
+
+    @abstractmethod
     def end(self, status: str) -> None:
         """Close the run as ``FINISHED``, ``FAILED`` or ``KILLED``."""
 

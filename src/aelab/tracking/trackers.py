@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,21 +42,21 @@ EPOCH_SCALARS = {"train_loss": "train/loss", "val_loss": "val/loss", "lr": "trai
                  "images_per_s": "train/images_per_s", "seconds": "train/seconds"}  # history.csv -> logged name
 
 
-def open_trackers(cfg: RunConfig, parent: str | None = None) -> Trackers:
+def open_trackers(cfg: RunConfig, study: str | None = None) -> Trackers:
     """The backends ``cfg.track`` names, made and not yet started. A backend whose package is missing raises
-    ``ConfigError`` naming the extra to install: early, before any data is loaded. ``parent``: an MLflow run to
-    nest this one in (a tuning study's)."""
+    ``ConfigError`` naming the extra to install: early, before any data is loaded. ``study``: a tuning study's
+    name; in MLflow this run is nested in the study's run."""
     made: list[Tracker] = []
     for name in cfg.track or []:
         try:
-            made.append(_backend(name, cfg, parent))
+            made.append(_backend(name, cfg, study))
         except ImportError as err:
             raise ConfigError(f"--track {name} needs the {PACKAGES[name]} package, which is not installed "
                               f"({one_line(err, 100)}); install it with: pip install 'aelab[track]'") from None
-    return Trackers(made)
+    return Trackers(made, model=study is None)  # a trial's model is not kept: the study retrains the best
 
 
-def _backend(name: str, cfg: RunConfig, parent: str | None) -> Tracker:
+def _backend(name: str, cfg: RunConfig, study: str | None) -> Tracker:
     if name == "tensorboard":
         from aelab.tracking.tensorboard import TensorBoardTracker  # lazy: an optional extra, loaded when asked for
 
@@ -63,7 +64,7 @@ def _backend(name: str, cfg: RunConfig, parent: str | None) -> Tracker:
     if name == "mlflow":
         from aelab.tracking.mlflow import MlflowTracker  # lazy: an optional extra, ~1 s to import
 
-        return MlflowTracker(cfg.tracking_uri, parent)
+        return MlflowTracker(cfg.tracking_uri, study)
     raise ConfigError(f"unknown tracker {name!r}; use --track tensorboard, mlflow or both")
 
 
@@ -122,13 +123,15 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 class Trackers:
     """Every backend of a training, used as one; empty (``Trackers()``) it does nothing and costs nothing."""
 
-    def __init__(self, trackers: list[Tracker] | None = None):
+    def __init__(self, trackers: list[Tracker] | None = None, model: bool = True):
         self.active: list[Tracker] = list(trackers or [])
+        self.model = model  # whether the model goes with the files at the end
         self.names = [t.name for t in self.active]
         self.logged: dict[str, int] = {}   # backend -> the last epoch it holds
         self.stopped: dict[str, str] = {}  # backend -> what it failed at
         self.final: set[str] = set()       # backends that logged the final results
         self.sample: ValidationSample | None = None
+        self.results: dict[str, float] = {}  # numbers of the end besides metrics.json's (a tuning trial's score)
         self.run: Run | None = None
         self.step = 0
         self.ended = False
@@ -178,6 +181,17 @@ class Trackers:
             tqdm.write(block(facts, trainer, run, [t.where() for t in self.active]), file=sys.stderr)
         return self
 
+    def reopen(self, run: Run, cfg: RunConfig) -> Trackers:
+        """Open the backends of a run that is not training (``aelab evaluate``) to log its results and settle its
+        state: a run killed while it trained is RUNNING in MLflow until then."""
+        self.run, self.step = run, run.epochs_done()
+        for tracker in list(self.active):
+            held = self._call(tracker, "the start", tracker.start, run, cfg.to_dict(),
+                              {"evaluated": time.strftime("%Y-%m-%d %H:%M:%S")}, self.step)
+            if held is not FAILED_CALL:
+                self.logged[tracker.name] = self.step
+        return self
+
     # ------------------------------------------------------------------------------------------ every epoch
     def epoch_end(self, step: int, row: dict[str, Any], model: Autoencoder) -> None:
         """After epoch ``step`` (its history.csv row written): every backend logs it."""
@@ -210,10 +224,10 @@ class Trackers:
             metrics = run.load_metrics() if run.metrics.is_file() else None
         except Exception:  # a damaged metrics.json: the files still go
             metrics = None
-        flat = final_metrics(metrics) if metrics else {}
+        flat = (final_metrics(metrics) if metrics else {}) | self.results
         summary = format_table(metrics) if metrics else ""
         files = [p for p in (run.report, run.metrics, run.config_file, run.data_record, run.facts, run.history,
-                             run.figures, run.best) if p.exists()]
+                             run.figures, *[run.best] * self.model) if p.exists()]
         for tracker in list(self.active):
             if self._call(tracker, "the final results", tracker.log_final, self.step, flat, files,
                           summary) is not FAILED_CALL:
@@ -236,12 +250,23 @@ class Trackers:
             warnings.warn(f"{name} did not log {', '.join(parts)} (it failed at {what}); the run folder "
                           f"{self.run.path if self.run else ''} holds it all", stacklevel=2)
 
+    def note(self, key: str, text: str) -> None:
+        """A line about the run in every backend (a tag in MLflow, a text in TensorBoard)."""
+        for tracker in list(self.active):
+            self._call(tracker, f"the note {key!r}", tracker.note, key, text)
+
     @contextmanager
-    def ending(self) -> Iterator[Trackers]:
-        """Around a training and its evaluation: on success the final results and FINISHED; on Ctrl-C KILLED; on
-        any other error FAILED (a resumed run continues the same tracked run)."""
+    def ending(self, success: str = FINISHED, halts: dict[type[BaseException], str] | None = None
+               ) -> Iterator[Trackers]:
+        """Around a training and its evaluation: on success the final results and ``success``; on Ctrl-C KILLED;
+        on any other error FAILED (a resumed run continues the same tracked run). ``halts``: exceptions that stop
+        a run on purpose (a pruned trial), each noted under its key, and KILLED."""
         try:
             yield self
+        except tuple(halts or ()) as err:
+            self.note(next(key for kind, key in (halts or {}).items() if isinstance(err, kind)), str(err))
+            self.end(KILLED)
+            raise
         except (KeyboardInterrupt, Interrupted):
             self.end(KILLED)
             raise
@@ -249,4 +274,20 @@ class Trackers:
             self.end(FAILED)
             raise
         self.log_final()
-        self.end(FINISHED)
+        self.end(success)
+
+
+def log_evaluation(run: Run) -> None:
+    """After ``aelab evaluate RUN``: a tracked run's results logged to its backends, and its state settled there:
+    FINISHED when its training had ended, KILLED when it had not (killed or interrupted while it trained, and
+    evaluated at its best checkpoint). A backend that cannot be used here is one warning."""
+    cfg = run.config()
+    try:
+        trackers = open_trackers(cfg)
+    except ConfigError as err:
+        warnings.warn(f"the results are not logged: {err}", stacklevel=2)
+        return
+    if trackers:
+        with run.writing():
+            with trackers.reopen(run, cfg).ending(FINISHED if run.stopped() else KILLED):
+                pass

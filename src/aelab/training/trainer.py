@@ -34,6 +34,7 @@ from aelab.evaluation.passes import BatchedInference
 from aelab.files import atomic_write_text
 from aelab.models import Autoencoder, build_model, is_convolutional, padding_note_of
 from aelab.runs import Run
+from aelab.tracking import Trackers
 from aelab.training.losses import make_loss
 from aelab.training.optim import make_optimizer, make_scheduler
 from aelab.training.state import flatten_state, unflatten_state
@@ -68,6 +69,8 @@ def budget_epochs(epochs: int, budget_seconds: float, epoch_seconds: float) -> i
 
 class Trainer:
     """Train ``cfg`` into the run folder ``run``; ``resume=True`` continues from ``run.last``."""
+
+    trackers: Trackers = Trackers()  # TensorBoard/MLflow (aelab.tracking): the job gives rank 0 its own; none here
 
     def __init__(self, cfg: RunConfig, run: Run, bundle: DataBundle | None = None, resume: bool = False,
                  progress: bool = True, on_epoch_end: Callable[[LoopState], None] | None = None):
@@ -395,6 +398,7 @@ class Trainer:
             raise TrainingDiverged(f"the validation loss became {val} at epoch {st.epoch}; lower --lr")
         self._save(self.run.last, full=True)
         self.write_history()
+        self.trackers.epoch_end(st.epoch, row, self.model)  # after the history: a kill before it re-logs from it
         if self.progress:
             tqdm.write(f"epoch {st.epoch:>3}/{self.epochs}  train {row['train_loss']:.5f}  val {val:.5f}  "
                        f"{row['images_per_s']:>8,.0f} img/s  {seconds:6.1f} s{'  *best' if improved else ''}")

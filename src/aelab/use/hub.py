@@ -72,9 +72,10 @@ def shared_dataset(spec: str) -> str:
 
 
 def shared_recipe(cfg: RunConfig) -> dict[str, Any]:
-    """The run's configuration as shared: every option, with the data set's path cut to its name."""
+    """The run's configuration as shared: every option, with the data set's path cut to its name (no local
+    folder, no tracking server)."""
     recipe = cfg.to_dict()
-    recipe.update(dataset=shared_dataset(cfg.dataset), data_dir=None)
+    recipe.update(dataset=shared_dataset(cfg.dataset), data_dir=None, track=None, tracking_uri=None)
     return recipe
 
 

@@ -28,6 +28,7 @@ from aelab.experiments.tune.settings import TIME_STEPS, TuneSettings
 from aelab.files import atomic_write_text
 from aelab.models import Autoencoder
 from aelab.runs import Run
+from aelab.tracking import open_trackers
 from aelab.training import LoopState, Trainer
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -89,6 +90,7 @@ class Objective:
     def __init__(self, settings: TuneSettings, bundle: DataBundle | None = None):
         self.s = settings
         self.bundle = bundle
+        open_trackers(settings.base)  # --track without its package: one line before any trial, not one per trial
 
     def _data(self, cfg: RunConfig) -> DataBundle:
         if self.bundle is None:
@@ -139,8 +141,11 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {st.epoch} (validation loss {val:.5f})")
 
         trainer = Trainer(cfg, run, bundle=self._data(cfg), progress=False, on_epoch_end=on_epoch_end)
-        state = trainer.fit()
-        score = validation_ssim(run.load_model("best"), trainer.bundle)
+        trainer.trackers = open_trackers(cfg, study=self.s.study).start(run, cfg, trainer, progress=False)
+        with trainer.trackers.ending(halts={optuna.TrialPruned: "pruned"}):  # nested in the study's MLflow run
+            state = trainer.fit()
+            score = validation_ssim(run.load_model("best"), trainer.bundle)
+            trainer.trackers.results["tune/val_ssim"] = score
         trial.set_user_attr("val_ssim", score)
         trial.set_user_attr("val_loss", state.best_val)
         trial.set_user_attr("epochs", state.epoch)
