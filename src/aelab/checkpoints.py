@@ -5,6 +5,9 @@ is one of these: ``save_checkpoint`` writes it atomically with the sha256 of its
 checks nothing), ``load_checkpoint`` reads it back or names the fix in one line (``RunError``) when it is
 missing, damaged or foreign, and ``check_finite`` refuses weights holding NaN or infinities. ``peek`` reads the
 description alone, from the header, without reading or checking the tensors.
+
+Torch is imported by the functions that handle tensors, not by the module: ``peek`` (and with it ``Run`` and
+``aelab runs``, which reads only headers) runs without loading torch (~2 s of CPU at start-up).
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from aelab.errors import RunError
 from aelab.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "aelab-run-1"
 HEADER_LIMIT = 100_000_000  # the largest header safetensors itself reads (bytes)
@@ -30,6 +33,8 @@ HEADER_LIMIT = 100_000_000  # the largest header safetensors itself reads (bytes
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes (in name order): what a checkpoint's header keeps
     to notice flipped bytes, which safetensors itself does not check."""
+    import torch  # lazy: peek and the run folder's names work without torch (module docstring)
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -41,6 +46,8 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """A safetensors file: ``tensors`` plus ``meta`` (JSON-encoded in the header) and the tensors' sha256,
     written atomically."""
+    from safetensors.torch import save as st_save  # lazy: imports torch (module docstring)
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     header = {"format": FORMAT, "meta": json.dumps(meta), "sha256": tensors_digest(tensors)}
     return atomic_write_bytes(path, st_save(tensors, metadata=header))
@@ -56,6 +63,8 @@ def _header(data: bytes) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, meta) of a checkpoint; ``RunError`` naming the fix when it is missing, damaged or foreign."""
+    from safetensors.torch import load as st_load  # lazy: imports torch (module docstring)
+
     path = Path(path)
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist; train the run first (aelab train)")
@@ -106,6 +115,8 @@ def peek(path: str | Path) -> dict[str, Any] | None:
 
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Refuse weights holding NaN or infinities (they would decode to garbage without any error)."""
+    import torch  # lazy: module docstring
+
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise RunError(f"checkpoint {path} holds non-finite weights ({name}); resume from an earlier checkpoint "

@@ -16,7 +16,8 @@ A run folder holds, each named by ``Run`` and by no other module:
   trackers); with ``--track``: ``tracking.json`` (the MLflow run this run logs to) and TensorBoard's event files
   (``events.out.tfevents.*``, in the run folder itself, so ``tensorboard --logdir runs`` shows every run).
 
-Everything a person sees can be rebuilt from it.
+Everything a person sees can be rebuilt from it. The module imports no torch (the models are imported by the two
+functions that build one), so that reading a run's names and small records (``aelab runs``) stays light.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aelab.checkpoints import check_finite, load_checkpoint, peek, save_checkpoint
 from aelab.config import RunConfig, merge, read_config_file
 from aelab.errors import AelabError, OutputError, RunError
 from aelab.files import LOCK_NAME, folder_lock, write_json
-from aelab.models import Autoencoder, PCAModel, build_model
+
+if TYPE_CHECKING:
+    from aelab.models import Autoencoder, PCAModel
 
 MARK_FORMAT = "aelab-run-folder-1"
 RECORD_TYPES: dict[str, tuple[type, type | None]] = {  # data.json: key -> (its type, the type of its items)
@@ -45,6 +48,8 @@ RECORD_TYPES: dict[str, tuple[type, type | None]] = {  # data.json: key -> (its 
 # ------------------------------------------------------------------------------------------ the model
 def model_from_checkpoint(path: str | Path, expect: dict[str, Any] | None = None) -> Autoencoder:
     """Rebuild the model stored in a checkpoint; ``expect`` (hparams) must match when given."""
+    from aelab.models import build_model  # lazy: Run's names and records work without torch (aelab runs)
+
     tensors, meta = load_checkpoint(path)
     hp = meta.get("hparams")
     if not isinstance(hp, dict) or "model" not in hp:
@@ -286,6 +291,8 @@ class Run:
         save_checkpoint(self.pca, pca.state(), {"latent": pca.latent, "shape": list(pca.shape)})
 
     def load_pca(self) -> PCAModel | None:
+        from aelab.models import PCAModel  # lazy: Run's names and records work without torch (aelab runs)
+
         if not self.pca.is_file():
             return None
         tensors, meta = load_checkpoint(self.pca)

@@ -169,3 +169,17 @@ def test_any_filter_text_parses_or_says_why(text: str) -> None:
     row = {f.key: None for f in FIELDS}
     for c in conditions:  # a parsed condition is evaluated on any row without an error
         c.holds(row)
+
+
+def test_the_command_loads_no_torch(folder: Path) -> None:
+    """``aelab runs`` reads names, records and checkpoint headers only: importing torch cost ~2 s of its ~2.1 s
+    (``Run`` and ``checkpoints`` imported it at module level; now the functions that handle tensors do)."""
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "aelab", "runs", str(folder), "--format", "json"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert {"aelab.runs", "aelab.checkpoints", "aelab.experiments.runs_table"} <= imported
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "numpy") or m == "safetensors.torch")
+    assert not heavy, f"aelab runs imported {heavy[:5]}"
+    rows = {r["name"]: r["state"] for r in json.loads(res.stdout)}
+    assert rows["stopped"] == "stopped" and rows["failed"] == "failed" and rows["finished"] == "finished"
