@@ -79,8 +79,8 @@ def block(facts: dict[str, Any], trainer: TrainingView, run: Run, where: list[st
     """The facts as the few lines printed when a training starts; ``where``: each tracker's place to look."""
     cfg, bundle, st = trainer.cfg, trainer.bundle, trainer.state
     n = {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)}
-    budget = f"{facts['epochs']} epochs" + (f" (of {cfg.epochs}: fitted to the time budget)"
-                                            if facts["epochs"] != cfg.epochs else "")
+    budget = f"{facts['epochs']} epoch{'s' * (facts['epochs'] != 1)}" + (
+        f" (of {cfg.epochs}: fitted to the time budget)" if facts["epochs"] != cfg.epochs else "")
     if cfg.max_minutes:
         budget += f", at most {cfg.max_minutes:g} minutes"
     if cfg.patience:
