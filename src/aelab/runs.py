@@ -123,6 +123,16 @@ class Run:
     def report(self) -> Path:
         return self.path / "report.html"
 
+    def figure(self, name: str) -> Path:
+        """The report's figure ``name`` in ``figures/`` (``figures/NAME.png``)."""
+        return self.figures / f"{name}.png"
+
+    @property
+    def reconstructions_figure(self) -> Path:
+        """The report's random test images beside their reconstructions (``report.run_figures`` draws it, the
+        Hugging Face model card shows it)."""
+        return self.figure("recon_random")
+
     @property
     def detector(self) -> Path:
         return self.path / "detector.safetensors"

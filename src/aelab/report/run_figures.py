@@ -65,7 +65,7 @@ def make_figures(inputs: RunInputs, views: SplitViews, tsne_sample: int = TSNE_S
 
     k = min(10, n)
     idx = np.sort(rng.permutation(n)[:k])
-    add("recon_random.png", "Reconstructions: a random set",
+    add(inputs.run.reconstructions_figure.name, "Reconstructions: a random set",
         f"{k} test images drawn at random (seed {cfg.seed}), above the autoencoder's and PCA's reconstructions "
         f"with their SSIM.", recon(idx, f"Random test images and their reconstructions ({run_tag})"))
     order = np.argsort(-views.ssim_ae, kind="stable")

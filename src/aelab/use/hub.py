@@ -41,7 +41,6 @@ from aelab.runs import Run
 HUB_FORMAT = "aelab-hub-1"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"  # huggingface_hub.constants
 FIGURE_NAME = "reconstructions.png"
-RUN_FIGURE = "recon_random.png"  # the run's figure of random test images (report/run_figures.py names it)
 HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "mnist": "ylecun/mnist"}  # ids on the Hub
 TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
 NO_PACKAGE = "aelab push needs the huggingface_hub package: pip install aelab[hub]"
@@ -185,7 +184,7 @@ def export_hub(run: str | os.PathLike, out: str | os.PathLike | None = None, whi
     metrics = r.load_metrics()
     model = r.load_model(which)
     record = r.load_data() or {}
-    figure = r.figures / RUN_FIGURE
+    figure = r.reconstructions_figure
     target = Path(out) if out is not None else r.path / "hub"
     reads = [r.config_file, r.metrics, r.best if which == "best" else r.last, r.data_record, figure]
     config = {"format": HUB_FORMAT, "library_name": "aelab", "aelab_version": __version__,
