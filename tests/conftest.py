@@ -43,7 +43,8 @@ NO_DATA = ("the real data was not found: set AELAB_DATA_DIR to the folder holdin
 # Every other test module trains, evaluates or reads real images, and skips whole without the data.
 PURE_MODULES = {"test_architecture.py", "test_config.py", "test_models.py", "test_metrics.py", "test_fastpath.py",
                 "test_robustness.py", "test_knn_sample.py",
-                "test_vae.py", "test_noise.py", "test_own_images.py"}
+                "test_vae.py", "test_noise.py", "test_own_images.py", "test_output_paths.py",
+                "test_config_hardening.py", "test_machine_facts.py", "test_projection.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
