@@ -41,19 +41,35 @@ def ctrl_c_after(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     monkeypatch.setattr(Trainer, "write_history", write_history)
 
 
-# Start-up scripts for a training in a process of its own that kills itself (SIGKILL) at a point of epoch logging.
+# Start-up scripts for a training in a process of its own that kills itself (SIGKILL) at a point of its epochs.
+_AT_EPOCH_END = """
+import aelab.tracking.trackers as T
+original = T.Trackers.epoch_end
+def epoch_end(self, step, row, model):
+    {body}
+    return original(self, step, row, model)
+T.Trackers.epoch_end = epoch_end
+"""
 KILLS = {
-    "after-epoch-1-logged": "if step == 1:\n        original(self, step, row, model)\n        os.kill(os.getpid(), "
-                            "signal.SIGKILL)",
-    "before-epoch-2-logged": "if step == 2:\n        os.kill(os.getpid(), signal.SIGKILL)",
+    "after-epoch-1-logged": _AT_EPOCH_END.format(body="if step == 1:\n        original(self, step, row, model)\n"
+                                                      "        os.kill(os.getpid(), signal.SIGKILL)"),
+    "before-epoch-2-logged": _AT_EPOCH_END.format(body="if step == 2:\n        os.kill(os.getpid(), signal.SIGKILL)"),
+    "in-epoch-1": """
+import aelab.training.trainer as T
+calls, original = [0], T.Trainer._batch
+def batch(self, images):
+    calls[0] += 1
+    if calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, images)
+T.Trainer._batch = batch
+""",
 }
 
 
 def train_killed(kill: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``aelab train ARGS --out OUT`` in a new process that SIGKILLs itself at ``kill``."""
-    script = ("import os, signal, sys\nimport aelab.tracking.trackers as T\noriginal = T.Trackers.epoch_end\n"
-              "def epoch_end(self, step, row, model):\n    " + KILLS[kill] +
-              "\n    return original(self, step, row, model)\nT.Trackers.epoch_end = epoch_end\n"
+    script = ("import os, signal, sys\n" + KILLS[kill] +
               "from aelab.cli import main\nsys.argv = ['aelab'] + sys.argv[1:]\nmain()\n")
     return subprocess.run([sys.executable, "-c", script, "train", *ARGS, *args, "--out", str(out)],
                           capture_output=True, text=True, timeout=300)

@@ -128,6 +128,21 @@ def test_evaluating_a_killed_run_logs_its_results_and_marks_it_killed(tmp_path: 
     assert steps(acc, "test/ssim") == [1] and steps(acc, "train/loss") == [1]
 
 
+def test_a_run_killed_in_its_first_epoch_and_started_again_leaves_no_run_running(tmp_path: Path,
+                                                                                 data_root: Path) -> None:
+    out = tmp_path / "run"
+    killed = train_killed("in-epoch-1", out, "--track", "mlflow", "--no-eval")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    again = subprocess.run([aelab_exe(), "train", *ARGS, "--track", "mlflow", "--no-eval", "--out", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "starting it again" in again.stderr, again.stderr[-2000:]
+    client = mlflow_client(tmp_path)
+    runs = client.search_runs([client.get_experiment_by_name("aelab").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    (old,) = [r for r in runs if r.info.status == "KILLED"]
+    assert "started again" in old.data.tags["aelab.interrupted"]
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

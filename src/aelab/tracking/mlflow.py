@@ -101,6 +101,19 @@ class MlflowTracker(Tracker):
         made = self.client.create_run(experiment, run_name=study, tags={"aelab.study": study})
         return str(made.info.run_id)
 
+    def _close_orphans(self, folder: str) -> None:
+        """Runs of this folder left RUNNING by a training killed in its first epoch and then started again (its
+        record went with it): KILLED."""
+        try:
+            stale = self.client.search_runs([self.experiment()], filter_string=f"tags.`aelab.run_folder` = "
+                                            f"'{folder}' and attributes.status = 'RUNNING'", max_results=100)
+        except MlflowException:  # a folder name the filter cannot quote: nothing to close
+            return
+        for found in stale:
+            self.client.set_tag(found.info.run_id, "aelab.interrupted", "its training was killed in its first epoch "
+                                                                        "and started again in a new run")
+            self.client.set_terminated(found.info.run_id, "KILLED")
+
     def _stored(self, run: Run, epoch: int) -> tuple[str | None, int]:
         """(the MLflow run this run folder logged to in this store, the last epoch it holds), or (None, 0)."""
         try:
@@ -130,6 +143,7 @@ class MlflowTracker(Tracker):
         if self.study is not None:
             self.parent = self.study_run(self.study)
         if self.run_id is None:
+            self._close_orphans(str(run.path.absolute()))
             tags = {"aelab.run_folder": str(run.path.absolute())}
             if self.parent:
                 tags["mlflow.parentRunId"] = self.parent

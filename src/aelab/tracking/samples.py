@@ -2,9 +2,11 @@
 of them beside their reconstructions.
 
 The trainer's validation pass computes the loss only; the SSIM of the whole validation split would cost a second
-pass over it every epoch. So a tracked run measures the first ``SSIM_IMAGES`` images of the validation split (a
-seeded random sample: the split is drawn at random) with the headline SSIM (``evaluation.metrics.ssim_per_image``),
-and shows the first ``GRID_IMAGES`` of them: always the same images, so the grid shows the model learning.
+pass over it every epoch. So a tracked run measures the first images of the validation split (a seeded random
+sample: the split is drawn at random) with the headline SSIM (``evaluation.metrics.ssim_per_image``), and shows the
+first ``GRID_IMAGES`` of them: always the same images, so the grid shows the model learning. The sample holds one
+image per ``SHARE`` training images (between ``GRID_IMAGES`` and ``SSIM_IMAGES``): its reconstruction, the whole
+cost, stays under ~1% of an epoch's work (an inference pass is about a third of a training step's per image).
 """
 
 from __future__ import annotations
@@ -19,17 +21,20 @@ from aelab.evaluation import reconstruct_all
 from aelab.evaluation.metrics import ssim_per_image
 from aelab.models import Autoencoder
 
-SSIM_IMAGES = 512  # validation images whose mean SSIM is logged each epoch ("val/ssim")
+SSIM_IMAGES = 512  # validation images whose mean SSIM is logged each epoch ("val/ssim"), at most
+SHARE = 100        # training images per image of the sample
 GRID_IMAGES = 16   # of them, shown beside their reconstructions ("val/reconstructions")
 GRID_COLUMNS = 4   # (original | reconstruction) pairs per row
 MIN_TILE = 56      # images smaller than this are enlarged by a whole factor (nearest neighbour) to be seen
 
 
 class ValidationSample:
-    """The first ``SSIM_IMAGES`` images of a validation split (uint8, as the split holds them)."""
+    """The first images of a validation split (uint8, as the split holds them): one per ``SHARE`` of the
+    ``train`` training images, between ``GRID_IMAGES`` and ``SSIM_IMAGES``."""
 
-    def __init__(self, images: torch.Tensor | ImageStore):
-        self.images = rows(images, 0, min(SSIM_IMAGES, len(images)))
+    def __init__(self, images: torch.Tensor | ImageStore, train: int):
+        n = min(SSIM_IMAGES, max(GRID_IMAGES, train // SHARE))
+        self.images = rows(images, 0, min(n, len(images)))
         self.target = to_float(self.images) if len(self.images) else None  # read once (a store: 512 images)
 
     def __len__(self) -> int:

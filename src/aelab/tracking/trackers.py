@@ -165,7 +165,7 @@ class Trackers:
         data = {k: record[k] for k in ("dataset", "source", "shape", "images")} | {
             "fingerprint": record["fingerprint"].get("content")}
         if self.active and len(trainer.bundle.val):
-            self.sample = ValidationSample(trainer.bundle.val.images)
+            self.sample = ValidationSample(trainer.bundle.val.images, len(trainer.bundle.train))
         config = cfg.to_dict()
         for tracker in list(self.active):
             held = self._call(tracker, "the start", tracker.start, run, config, facts | {"data": data}, st.epoch)
