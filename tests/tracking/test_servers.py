@@ -94,6 +94,12 @@ def test_tensorboard_serves_the_run(tensorboard: str) -> None:
     assert {"train/loss", "val/loss", "val/ssim", "train/lr"} <= set(tags["served"])
     series = _request(tensorboard + "/data/plugin/scalars/scalars?run=served&tag=train%2Floss")
     assert [step for _, step, _ in series] == [1, 2]
+    groups = _request(tensorboard + "/data/plugin/hparams/session_groups", {
+        "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                                  "STATUS_RUNNING"], "colParams": [], "startIndex": 0, "sliceSize": 10})
+    (group,) = groups["sessionGroups"]
+    assert group["name"] == "served" and group["hparams"]["latent"] == 8
+    assert group["hparams"]["model"] == "conv-modified"
 
 
 def test_mlflow_ui_serves_the_run(mlflow_ui: str) -> None:
