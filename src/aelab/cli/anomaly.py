@@ -9,8 +9,20 @@ from typing import Any
 
 import click
 
-from aelab.cli.options import config_options, warnings_as_lines
-from aelab.cli.use import INPUT_HELP, out_folder
+from aelab.cli.options import (
+    INPUT_HELP,
+    batch_options,
+    config_file_option,
+    config_options,
+    input_argument,
+    input_options,
+    out_folder,
+    quiet_option,
+    run_argument,
+    scale_option,
+    seed_option,
+    warnings_as_lines,
+)
 
 SCORE_CHOICES = ("auto", "mse", "ssim", "knn", "mse+knn", "ssim+knn", "elbo")
 
@@ -25,9 +37,8 @@ SCORE_CHOICES = ("auto", "mse", "ssim", "knn", "mse+knn", "ssim+knn", "elbo")
 @click.option("--score", type=click.Choice(SCORE_CHOICES), default="auto", show_default=True,
               help="the detector's score; auto: the highest validation AUROC (never the test set)")
 @click.option("--no-figures", is_flag=True, help="skip the figures")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML or TOML file of training options for the one-class runs")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@config_file_option("YAML or TOML file of training options for the one-class runs")
+@quiet_option
 @config_options
 def anomaly(normal: str, out: str | None, quantile: float, score: str, no_figures: bool, config_file: str | None,
             quiet: bool, **options: Any) -> None:
@@ -63,19 +74,16 @@ def anomaly(normal: str, out: str | None, quantile: float, score: str, no_figure
 
 
 @click.command(epilog=INPUT_HELP)
-@click.argument("run", type=click.Path())
-@click.argument("input", type=str)
+@run_argument
+@input_argument
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="CSV file of the scores")
 @click.option("--score", type=click.Choice(SCORE_CHOICES), default=None,
               help="score to use [default: the run's detector's, else mse]")
 @click.option("--quantile", type=float, default=None,
               help="threshold quantile of the run's normal validation scores [default: the detector's, else 0.95]")
 @click.option("--threshold", type=float, default=None, help="flag scores above this value instead")
-@click.option("--resize", is_flag=True, help="resize images that are not 28x28 (with a warning)")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of the data set files")
-@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
-@click.option("--limit", type=click.IntRange(1), default=None, help="only the first N images")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@input_options
+@batch_options
 def score(run: str, input: str, out: str, score: str | None, quantile: float | None, threshold: float | None,
           resize: bool, data_dir: str | None, batch_size: int, limit: int | None, quiet: bool) -> None:
     """Score the images of INPUT with the anomaly detector of RUN: one CSV row per image, score and flag.
@@ -93,18 +101,15 @@ def score(run: str, input: str, out: str, score: str | None, quantile: float | N
 
 
 @click.command(epilog=INPUT_HELP)
-@click.argument("run", type=click.Path())
-@click.argument("input", type=str)
+@run_argument
+@input_argument
 @out_folder("the PNGs")
 @click.option("--add-noise", default=None, metavar="KIND:LEVEL",
               help="corrupt the (clean) inputs first, e.g. gaussian:0.3, and write noisy | denoised | clean")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of --add-noise")
-@click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
-@click.option("--resize", is_flag=True, help="resize images that are not 28x28 (with a warning)")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of the data set files")
-@click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
-@click.option("--limit", type=click.IntRange(1), default=None, help="only the first N images")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@seed_option("seed of --add-noise")
+@scale_option()
+@input_options
+@batch_options
 def denoise(run: str, input: str, out: str, add_noise: str | None, seed: int, scale: int, force: bool,
             resize: bool, data_dir: str | None, batch_size: int, limit: int | None, quiet: bool) -> None:
     """Denoise the images of INPUT with the model of RUN (best trained with --noise): 'input | denoised' PNGs."""

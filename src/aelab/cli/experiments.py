@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from aelab.cli.options import config_options
-from aelab.config import PRESETS, check_value, resolve
+from aelab.cli.options import config_file_option, config_options, preset_option, quiet_option, threads_option
+from aelab.config import resolve
 from aelab.errors import ConfigError
 
 
@@ -63,10 +63,9 @@ def _latents(text: str | None) -> list[int] | None:
 @click.option("--start-from-base/--no-start-from-base", default=True, show_default=True,
               help="trial 0 of a new study is the base configuration itself (its values of the searched options)")
 @click.option("--heartbeat", type=int, default=15, hidden=True, help="seconds between a trial's heartbeats")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="start from a named recipe")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML or TOML file of training options (the full budget)")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@preset_option()
+@config_file_option("YAML or TOML file of training options (the full budget)")
+@quiet_option
 @config_options
 def tune(space: str | None, search_latent: str | None, study_name: str | None, out: str | None,
          storage: str | None, trials: int, jobs: int, sampler: str, pruner: str, objective: str,
@@ -130,11 +129,11 @@ def compare(runs: tuple[str, ...], out: str, title: str) -> None:
 @click.option("--runs", type=click.Path(file_okay=False), default=None,
               help="folder for the run folders and tuning studies [default: <out>/runs]")
 @click.option("--jobs", type=int, default=1, show_default=True, help="tuning worker processes")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch [default: all cores]")
+@threads_option("CPU threads for torch [default: all cores]")
 @click.option("--no-train", is_flag=True,
               help="train nothing: write the tables of the finished steps (the others stay pending), e.g. while "
                    "the study runs elsewhere")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@quiet_option
 def study(quick: bool, out: str | None, runs: str | None, jobs: int, threads: int | None, no_train: bool,
           quiet: bool) -> None:
     """Reproduce the published study on Fashion-MNIST: (1) base vs modified vs tuned at latent 64 and 128,
@@ -154,7 +153,6 @@ def study(quick: bool, out: str | None, runs: str | None, jobs: int, threads: in
     from aelab.experiments.study import FULL, QUICK, run_study  # lazy: keeps 'aelab --help' free of torch
     from aelab.experiments.tune.settings import MAX_JOBS  # lazy: keeps 'aelab --help' free of torch
 
-    check_value("threads", threads)  # before hours of training, not at the step that uses it
     if not 1 <= jobs <= MAX_JOBS:
         raise ConfigError(f"--jobs {jobs}: use 1 to {MAX_JOBS} worker processes")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from aelab.cli.options import seed_option
+from aelab.cli.options import checkpoint_option, run_argument, scale_option, seed_option
 from aelab.vocabulary import VAE_MODELS
 
 VAE_LIST = ", ".join(VAE_MODELS[:-1]) + f" or {VAE_MODELS[-1]}" if len(VAE_MODELS) > 1 else VAE_MODELS[0]
@@ -15,15 +15,15 @@ VAE_LIST = ", ".join(VAE_MODELS[:-1]) + f" or {VAE_MODELS[-1]}" if len(VAE_MODEL
     The images are the decoder's mean images (no pixel noise). Only a VAE run (--model {VAE_LIST}) has a prior to
     sample from.
     """)
-@click.argument("run", type=click.Path())
+@run_argument
 @click.option("-n", "n", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="how many samples from the prior")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="the grid image, a .png file")
 @seed_option("seed of the prior samples")
 @click.option("--manifold", type=click.IntRange(2, 100), default=None,
               help="instead: a STEPS x STEPS grid over the prior's quantiles (2-D latent only)")
-@click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNG")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@scale_option("the PNG")
+@checkpoint_option
 def sample(run: str, n: int, out: str, seed: int, manifold: int | None, scale: int, checkpoint: str) -> None:
     """``aelab sample``: the help is above, with the VAE families from the vocabulary."""
     from aelab.use.sample import sample_to_png  # lazy: keeps 'aelab --help' free of torch

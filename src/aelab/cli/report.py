@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from aelab.cli.options import warnings_as_lines
+from aelab.cli.options import run_argument, warnings_as_lines
 
 
 @click.command("report")
-@click.argument("run", type=click.Path())
+@run_argument
 @click.option("--tsne-sample", type=click.IntRange(min=10), default=None,
               help="test images t-SNE maps for a latent above 2-D (more is slower) [default: 2000]")
 def report(run: str, tsne_sample: int | None) -> None:

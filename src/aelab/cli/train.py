@@ -7,24 +7,29 @@ from typing import Any
 
 import click
 
-from aelab.cli.options import config_options, warnings_as_lines
-from aelab.config import PRESET_HELP, PRESETS, resolve
+from aelab.cli.options import (
+    config_file_option,
+    config_options,
+    preset_option,
+    quiet_option,
+    run_argument,
+    warnings_as_lines,
+)
+from aelab.config import PRESET_HELP, resolve
 from aelab.errors import AelabError, Interrupted
 
 PRESET_LIST = "\n".join(f"  {k:<16}{v}" for k, v in PRESET_HELP.items())
 
 
 @click.command(epilog="\b\nPresets:\n" + PRESET_LIST)
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
-              help="start from a named recipe (see the list below)")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML or TOML file of options (keys as below, with - or _)")
+@preset_option("start from a named recipe (see the list below)")
+@config_file_option("YAML or TOML file of options (keys as below, with - or _)")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="run folder to create [default: runs/<name>]")
 @click.option("--resume", "resume", type=click.Path(file_okay=False), default=None,
               help="continue the run in this folder exactly where it stopped")
 @click.option("--no-eval", is_flag=True, help="skip the test-set evaluation at the end")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@quiet_option
 @click.option("--nproc", type=click.IntRange(1, 1024), default=None, metavar="N",
               help="train on N processes of this machine (DistributedDataParallel, started with torchrun's "
                    "launcher; --batch-size stays the global batch); for several machines run 'torchrun ... -m "
@@ -132,7 +137,7 @@ def _print_result(run: Any, metrics: dict[str, Any] | None) -> None:
 
 
 @click.command()
-@click.argument("run", type=click.Path())
+@run_argument
 @click.option("--iwae-k", type=click.IntRange(1, 100_000), default=100, show_default=True,
               help="VAE runs: importance samples per image for the IWAE bound")
 @click.option("--iwae-images", type=click.IntRange(0), default=1000, show_default=True,

@@ -2,58 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import click
 
-from aelab.cli.options import warnings_as_lines
-
-INPUT_HELP = ("INPUT is a data set split (fashion-mnist:test, mnist:train; data:train, data:val or data:test: the "
-              "run's own splits, also of your own images), an IDX images file (.gz or raw; labels come along from "
-              "the matching labels file beside it), a .npy array (n, 28, 28), (n, 1, 28, 28) or (n, 784) of uint8 "
-              "0..255 or float 0..1 (memory-mapped, read in batches; other shapes for a model of other images), a "
-              ".npz holding x (and y), or a folder of PNG images (grey or colour, converted to the model's "
-              "channels; one sub-folder per class gives labels).")
-
-
-def _common(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True,
-                        help="images per batch (bounds the memory used)")(func)
-    func = click.option("--limit", type=click.IntRange(1), default=None, help="only the first N images")(func)
-    func = click.option("--quiet", "-q", is_flag=True, help="no progress bar")(func)
-    return func
-
-
-def out_folder(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``-o`` (a folder for ``what``) and ``--force``, as every command that writes a folder of PNGs takes them."""
-    def options(func: Callable[..., Any]) -> Callable[..., Any]:
-        func = click.option("--force", is_flag=True,
-                            help="replace aelab's earlier output in the -o folder (the files it listed there); a "
-                                 "folder holding anything else is refused")(func)
-        return click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-                            help=f"folder for {what}: new or empty, unless --force; never the input, inside it or "
-                                 f"holding it")(func)
-    return options
-
-
-def _input_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--resize", is_flag=True,
-                        help="resize images that are not of the model's size (28x28 for the built-in data sets; with "
-                             "a warning, the centre cropped to the aspect) instead of stopping")(func)
-    func = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                        help="folder of the data set files, for a data set split INPUT")(func)
-    return func
+from aelab.cli.options import (
+    INPUT_HELP,
+    batch_options,
+    checkpoint_option,
+    input_argument,
+    input_options,
+    out_folder,
+    run_argument,
+    scale_option,
+    warnings_as_lines,
+)
 
 
 @click.command(epilog=INPUT_HELP)
-@click.argument("run", type=click.Path())
-@click.argument("input", type=str)
+@run_argument
+@input_argument
 @click.option("-o", "--out", required=True, type=click.Path(),
               help="codes file: .npy (names/labels in a sidecar <stem>.index.csv), .csv or .parquet; a link is "
                    "written through, a device or pipe written directly")
-@_input_options
-@_common
+@input_options
+@batch_options
 def encode(run: str, input: str, out: str, resize: bool, data_dir: str | None, batch_size: int,
            limit: int | None, quiet: bool) -> None:
     """Encode the images of INPUT with the model of RUN into a file of latent codes."""
@@ -66,11 +37,11 @@ def encode(run: str, input: str, out: str, resize: bool, data_dir: str | None, b
 
 
 @click.command()
-@click.argument("run", type=click.Path())
+@run_argument
 @click.argument("codes", type=click.Path())
 @out_folder("the PNG images")
-@click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
-@_common
+@scale_option()
+@batch_options
 def decode(run: str, codes: str, out: str, scale: int, force: bool, batch_size: int, limit: int | None,
            quiet: bool) -> None:
     """Decode the latent codes in CODES (.npy, .csv or .parquet, as 'aelab encode' writes) into PNG images."""
@@ -82,12 +53,12 @@ def decode(run: str, codes: str, out: str, scale: int, force: bool, batch_size: 
 
 
 @click.command(epilog=INPUT_HELP)
-@click.argument("run", type=click.Path())
-@click.argument("input", type=str)
+@run_argument
+@input_argument
 @out_folder("the pairs")
-@click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="enlarge the PNGs")
-@_input_options
-@_common
+@scale_option()
+@input_options
+@batch_options
 def reconstruct(run: str, input: str, out: str, scale: int, force: bool, resize: bool, data_dir: str | None,
                 batch_size: int, limit: int | None, quiet: bool) -> None:
     """Write 'original | reconstruction' PNG pairs of INPUT, SSIM in each file name and in index.csv."""
@@ -100,11 +71,11 @@ def reconstruct(run: str, input: str, out: str, scale: int, force: bool, resize:
 
 
 @click.command()
-@click.argument("run", type=click.Path())
+@run_argument
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "hub"]), default="onnx", show_default=True)
 @click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
               help="folder for encoder/decoder files [default: RUN/export; hub: RUN/hub]")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@checkpoint_option
 @click.option("--force", is_flag=True, help="hub: replace what aelab wrote in the -o folder before")
 def export(run: str, fmt: str, out: str | None, checkpoint: str, force: bool) -> None:
     """Export the encoder and decoder of RUN as ONNX or TorchScript files (dynamic batch axis), or the whole
@@ -134,9 +105,9 @@ def export(run: str, fmt: str, out: str | None, checkpoint: str, force: bool) ->
 
 
 @click.command()
-@click.argument("run", type=click.Path())
+@run_argument
 @click.argument("repo_id")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@checkpoint_option
 @click.option("--private", is_flag=True, default=None, help="make the repository private when it is created")
 @click.option("-m", "--message", default=None, help="the commit message")
 def push(run: str, repo_id: str, checkpoint: str, private: bool | None, message: str | None) -> None:
