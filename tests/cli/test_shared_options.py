@@ -17,7 +17,7 @@ from aelab.config import RunConfig
 # options several commands take, and what may differ between them (a parameterised help or default)
 SHARED = {"--quiet": (), "--batch-size": (), "--limit": (), "--resize": (), "--data-dir": (), "--checkpoint": (),
           "--scale": ("help",), "--threads": ("help", "default"), "--preset": ("help",), "--config": ("help",),
-          "--seed": ("help",), "--force": ("help",)}
+          "--seed": ("help",), "--force": ("help",), "--quantile": ("help", "default")}
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -51,7 +51,7 @@ def test_a_shared_option_is_the_same_in_every_command(flag: str) -> None:
 
 
 @pytest.mark.parametrize("flag", ["--quiet", "--batch-size", "--limit", "--resize", "--data-dir", "--checkpoint",
-                                  "--scale", "--preset", "--seed", "--threads"])
+                                  "--scale", "--preset", "--seed", "--threads", "--quantile"])
 def test_only_the_options_module_declares_a_shared_option(flag: str) -> None:
     """A command module declares none of them itself (train's --nproc launcher only passes them on)."""
     for module in sorted((REPO / "src" / "aelab" / "cli").glob("*.py")):
@@ -70,10 +70,16 @@ def test_only_the_options_module_declares_a_shared_option(flag: str) -> None:
      "invalid seed -1; use --seed between 0 and"),
     (["encode", "RUN", "fashion-mnist:test", "-o", "OUT/codes.npy", "--batch-size", str(10**15)],
      "1<=x<=1048576"),
+    (["score", "RUN", "fashion-mnist:test", "-o", "OUT/s.csv", "--quantile", "2"],
+     "invalid quantile 2; use --quantile between 0 and 1"),
+    (["score", "RUN", "fashion-mnist:test", "-o", "OUT/s.csv", "--threshold", "nan"],
+     "invalid threshold nan; give a finite number"),
+    (["anomaly", "--normal", "0", "--quantile", "nan", "--out", "OUT"], "invalid quantile nan; use --quantile"),
 ])
 def test_a_number_out_of_range_is_one_line_exit_2(tiny_run, tmp_path: Path, args: list[str], says: str) -> None:
     """Before: explore crashed in torch.set_num_threads with a traceback after loading the run (issue 29, class
-    'every number a user gives'); denoise took any seed; encode took any batch size."""
+    'every number a user gives'), score in numpy's quantile after scoring; denoise took any seed, encode any batch
+    size, score a threshold of NaN (nothing flagged, without a word)."""
     out = tmp_path / "out"
     args = [str(tiny_run[0].path) if a == "RUN" else a.replace("OUT", str(out)) for a in args]
     res = CliRunner().invoke(main, args)

@@ -5,6 +5,7 @@ Parse, call one function, print; the heavy modules are imported inside the comma
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -17,14 +18,23 @@ from aelab.cli.options import (
     input_argument,
     input_options,
     out_folder,
+    quantile_option,
     quiet_option,
     run_argument,
     scale_option,
     seed_option,
     warnings_as_lines,
 )
+from aelab.errors import ConfigError
 
 SCORE_CHOICES = ("auto", "mse", "ssim", "knn", "mse+knn", "ssim+knn", "elbo")
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``--threshold``: a finite number (NaN flagged nothing, inf everything, without a word)."""
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(f"invalid threshold {value}; give a finite number, or --quantile instead")
+    return value
 
 
 @click.command()
@@ -32,8 +42,7 @@ SCORE_CHOICES = ("auto", "mse", "ssim", "knn", "mse+knn", "ssim+knn", "elbo")
               help="the normal class (name or index), or 'all' for the ten one-class runs and one table")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="folder of the runs and the table [default: runs/anomaly-<dataset>-<class or all>]")
-@click.option("--quantile", type=float, default=0.95, show_default=True,
-              help="threshold: this quantile of the scores of normal validation images")
+@quantile_option("threshold: this quantile of the scores of normal validation images", 0.95)
 @click.option("--score", type=click.Choice(SCORE_CHOICES), default="auto", show_default=True,
               help="the detector's score; auto: the highest validation AUROC (never the test set)")
 @click.option("--no-figures", is_flag=True, help="skip the figures")
@@ -79,9 +88,9 @@ def anomaly(normal: str, out: str | None, quantile: float, score: str, no_figure
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="CSV file of the scores")
 @click.option("--score", type=click.Choice(SCORE_CHOICES), default=None,
               help="score to use [default: the run's detector's, else mse]")
-@click.option("--quantile", type=float, default=None,
-              help="threshold quantile of the run's normal validation scores [default: the detector's, else 0.95]")
-@click.option("--threshold", type=float, default=None, help="flag scores above this value instead")
+@quantile_option("threshold quantile of the run's normal validation scores [default: the detector's, else 0.95]",
+                 None)
+@click.option("--threshold", type=float, default=None, callback=_finite, help="flag scores above this value instead")
 @input_options
 @batch_options
 def score(run: str, input: str, out: str, score: str | None, quantile: float | None, threshold: float | None,

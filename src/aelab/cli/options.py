@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from aelab.config import PRESETS, Bound, Notice, RunConfig, check_value
+from aelab.errors import ConfigError
 
 
 def _click_type(f: Any) -> tuple[Any, bool]:
@@ -154,3 +155,14 @@ def out_folder(what: str) -> Decorator:
                             help=f"folder for {what}: new or empty, unless --force; never the input, inside it or "
                                  f"holding it")(func)
     return options
+
+
+def quantile_option(help: str, default: float | None) -> Decorator:
+    """``--quantile`` of an anomaly threshold: strictly between 0 and 1 (NaN is not), else one line, exit code 2,
+    before any work (``aelab score --quantile 2`` ended in a traceback after scoring)."""
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        if value is not None and not 0.0 < value < 1.0:
+            raise ConfigError(f"invalid quantile {value:g}; use --quantile between 0 and 1 (exclusive), e.g. 0.95")
+        return value
+    return click.option("--quantile", type=float, default=default, show_default=default is not None, callback=check,
+                        help=help)
