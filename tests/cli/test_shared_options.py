@@ -71,10 +71,10 @@ def test_only_the_options_module_declares_a_shared_option(flag: str) -> None:
     (["encode", "RUN", "fashion-mnist:test", "-o", "OUT/codes.npy", "--batch-size", str(10**15)],
      "1<=x<=1048576"),
     (["score", "RUN", "fashion-mnist:test", "-o", "OUT/s.csv", "--quantile", "2"],
-     "invalid quantile 2; use --quantile between 0 and 1"),
+     "--quantile 2: give a quantile in (0, 1)"),
     (["score", "RUN", "fashion-mnist:test", "-o", "OUT/s.csv", "--threshold", "nan"],
      "invalid threshold nan; give a finite number"),
-    (["anomaly", "--normal", "0", "--quantile", "nan", "--out", "OUT"], "invalid quantile nan; use --quantile"),
+    (["anomaly", "--normal", "0", "--quantile", "nan", "--out", "OUT"], "--quantile nan: give a quantile in"),
 ])
 def test_a_number_out_of_range_is_one_line_exit_2(tiny_run, tmp_path: Path, args: list[str], says: str) -> None:
     """Before: explore crashed in torch.set_num_threads with a traceback after loading the run (issue 29, class

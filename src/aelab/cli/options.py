@@ -162,7 +162,7 @@ def quantile_option(help: str, default: float | None) -> Decorator:
     before any work (``aelab score --quantile 2`` ended in a traceback after scoring)."""
     def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
         if value is not None and not 0.0 < value < 1.0:
-            raise ConfigError(f"invalid quantile {value:g}; use --quantile between 0 and 1 (exclusive), e.g. 0.95")
+            raise ConfigError(f"--quantile {value:g}: give a quantile in (0, 1), e.g. 0.95")
         return value
     return click.option("--quantile", type=float, default=default, show_default=default is not None, callback=check,
                         help=help)
