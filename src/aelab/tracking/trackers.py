@@ -165,7 +165,11 @@ class Trackers:
         data = {k: record[k] for k in ("dataset", "source", "shape", "images")} | {
             "fingerprint": record["fingerprint"].get("content")}
         if self.active and len(trainer.bundle.val):
-            self.sample = ValidationSample(trainer.bundle.val.images, len(trainer.bundle.train))
+            try:
+                self.sample = ValidationSample(trainer.bundle.val.images, len(trainer.bundle.train))
+            except Exception as err:  # never a reason to stop the training
+                warnings.warn(f"the validation SSIM and reconstructions are not logged ({one_line(err, 160)})",
+                              stacklevel=2)
         config = cfg.to_dict()
         for tracker in list(self.active):
             held = self._call(tracker, "the start", tracker.start, run, config, facts | {"data": data}, st.epoch)
