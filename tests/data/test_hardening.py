@@ -27,34 +27,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from skimage import data as photos
 from sklearn.datasets import load_digits
 
-from aelab.cli import main
 from aelab.data import load_dataset, own, read_image
 from aelab.data.arrays import check_classes, to_labels
 from aelab.data.pixels import IMAGE_FORMATS, pil_to_array
 from aelab.errors import DataError, InputError
+from tests.data.test_own import assert_one_line, cli  # one CLI runner and one-line check for the data tests
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CAMERA = np.ascontiguousarray(photos.camera()[::16, ::16])        # 32x32 grey, 0..255
 ASTRONAUT = np.ascontiguousarray(photos.astronaut()[::16, ::16])  # 32x32 RGB
-
-
-def cli(*args: str | Path) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line(result: object, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
 
 
 def digits(**extra: np.ndarray) -> dict[str, np.ndarray]:
