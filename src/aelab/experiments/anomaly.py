@@ -5,6 +5,11 @@ interrupted one resumed), its detector fitted and judged on the whole test set b
 (``evaluation.one_class``), its figures written into ``RUN/figures/``. ``--normal all`` does the ten classes
 and writes one table with the mean: ``OUT/anomaly.md``, ``OUT/anomaly.csv``, ``OUT/anomaly.json`` and
 ``OUT/figures/auroc_by_class.png``.
+
+Tracked (``--track``, as ``aelab train``): the study is one run of its own (the folder OUT) with each one-class
+training nested in it (MLflow: tag ``mlflow.parentRunId``; TensorBoard: OUT's event files beside its runs'), and
+the study's run gets the table's figures as metrics (``anomaly/<class>/auroc``..., ``anomaly/mean/...``) and
+anomaly.json, anomaly.csv and anomaly.md as files.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from aelab.evaluation.one_class import evaluate_one_class
 from aelab.experiments.jobs import ensure_run
 from aelab.files import atomic_write_text, write_json
 from aelab.report.anomaly import anomaly_figures, auroc_by_class, write_figures
+from aelab.runs import Run
+from aelab.tracking import open_trackers
+from aelab.tracking.trackers import metric_name
 
 # The one-class recipe (docs/anomaly.md, measured): a small dense autoencoder with a narrow code, trained on MSE.
 ONE_CLASS_RECIPE: dict[str, Any] = dict(model="dense", latent=8, loss="mse", epochs=10, batch_size=64, report=False)
@@ -81,20 +89,45 @@ def anomaly_job(normal: str, *, dataset: str = "fashion-mnist", out: str | Path 
     base = one_class_config(dataset, config_file, overrides)
     names = normal_classes(normal, dataset, base)
     out = Path(out) if out else Path("runs") / f"anomaly-{dataset}-{'all' if len(names) > 1 else class_slug(names[0])}"
+    if base.track and "mlflow" in base.track and not base.tracking_uri:
+        from aelab.tracking.mlflow import default_uri  # lazy: an optional extra, loaded when asked for
+
+        base = dataclasses.replace(base, tracking_uri=default_uri(out.parent))  # the study and its runs: one store
+    trackers = open_trackers(base)  # the study's own run; --track without its package: one line, before the data
+    study = str(out.absolute()) if trackers else None
     full = load_dataset(dataset, **dict(base.data_kwargs(), classes=None, train_limit=None))
+    if trackers:
+        out.mkdir(parents=True, exist_ok=True)
+        trackers.reopen(Run(out), base).note("study", study or "")  # the tag the nested runs find it by
     results = []
-    for name in names:
-        t = time.perf_counter()
-        cfg = dataclasses.replace(base, classes=[name]).validate()
-        run, _, done = ensure_run(cfg, out / class_slug(name), progress=progress)
-        result, passes = evaluate_one_class(run, full, quantile=quantile, score=score)
-        if figures:
-            write_figures(run.figures, anomaly_figures(result, passes, full.classes))
-        result = dict(result, folder=str(run.path), done=done, wall_seconds=round(time.perf_counter() - t, 1))
-        results.append(result)
-    summary = summarize(results, dataset, quantile, time.perf_counter() - t0)
-    write_summary(out, summary, results, figures)
+    with trackers.ending():  # FINISHED with the table, or KILLED / FAILED
+        for name in names:
+            t = time.perf_counter()
+            cfg = dataclasses.replace(base, classes=[name]).validate()
+            run, _, done = ensure_run(cfg, out / class_slug(name), progress=progress, study=study)
+            result, passes = evaluate_one_class(run, full, quantile=quantile, score=score)
+            if figures:
+                write_figures(run.figures, anomaly_figures(result, passes, full.classes))
+            result = dict(result, folder=str(run.path), done=done, wall_seconds=round(time.perf_counter() - t, 1))
+            results.append(result)
+        summary = summarize(results, dataset, quantile, time.perf_counter() - t0)
+        write_summary(out, summary, results, figures)
+        trackers.results = summary_metrics(summary)
+        trackers.files = [out / "anomaly.json", out / "anomaly.csv", out / "anomaly.md", out / "figures"]
+        trackers.summary = markdown_summary(summary)
     return AnomalyResult(out, results, summary)
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The table as flat metric names: ``anomaly/<class>/auroc``, ``.../ap``, ``.../auroc_pca``... and
+    ``anomaly/mean/...``."""
+    out: dict[str, float] = {}
+    for label, row in [(r["normal"], r) for r in summary["rows"]] + [("mean", summary["mean"])]:
+        for key, value in row.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and key != "wall_seconds":
+                out[f"anomaly/{metric_name(label)}/{metric_name(key)}"] = float(value)  # mse+knn: mse_knn
+    out["anomaly/every_class_above_pca"] = float(summary["every_class_above_pca"])
+    return out
 
 
 def summarize(results: list[dict[str, Any]], dataset: str, quantile: float, seconds: float) -> dict[str, Any]:

@@ -58,13 +58,14 @@ def _restart_needed(run: Run) -> bool:
 
 
 def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = True,
-              evaluate: bool = True) -> tuple[Run, dict[str, Any] | None]:
+              evaluate: bool = True, study: str | None = None) -> tuple[Run, dict[str, Any] | None]:
     """Make a new run folder for ``cfg``, train it, evaluate it (and write its report when asked).
 
-    ``out`` must be new, empty, or hold a run that never finished an epoch (it is then started again).
+    ``out`` must be new, empty, or hold a run that never finished an epoch (it is then started again). ``study``:
+    the study this run is part of (an anomaly study): its tracked run is nested in the study's (MLflow).
     """
     cfg.validate()
-    trackers = open_trackers(cfg)  # --track without its package: one line, before the data is loaded
+    trackers = open_trackers(cfg, study, model=True)  # --track without its package: one line, before the data is loaded
     if out:
         _restart_needed(Run(Path(out)))  # early, so that a wrong --out fails before the data is loaded
     # Load the data before the folder exists, so that a data error leaves nothing behind.
@@ -105,7 +106,7 @@ def train_job(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tr
 
 
 def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True,
-               evaluate: bool = True) -> tuple[Run, dict[str, Any] | None]:
+               evaluate: bool = True, study: str | None = None) -> tuple[Run, dict[str, Any] | None]:
     """Continue an interrupted run exactly where it stopped; a run stopped before its first checkpoint is
     trained from the start (the seed makes that the same run). A run whose training ended but whose evaluation
     or report is missing (killed or interrupted there) gets them; a run with nothing missing is refused."""
@@ -116,7 +117,7 @@ def resume_job(path: str | Path, overrides: dict[str, Any] | None = None, progre
             raise RunError(f"--{key.replace('_', '-')} cannot change when resuming; resume with the run's own "
                            f"config, or start a new run")
         setattr(cfg, key, value)
-    trackers = open_trackers(cfg)
+    trackers = open_trackers(cfg, study, model=True)
     with run.writing():
         stopped = run.stopped()
         if stopped:
@@ -165,13 +166,14 @@ def config_difference(a: RunConfig, b: RunConfig) -> str | None:
     return None
 
 
-def ensure_run(cfg: RunConfig, path: str | Path, progress: bool = True
+def ensure_run(cfg: RunConfig, path: str | Path, progress: bool = True, study: str | None = None
                ) -> tuple[Run, dict[str, Any], str]:
-    """(run, metrics, what was done: trained / resumed / evaluated / skipped) for ``cfg`` in ``path``."""
+    """(run, metrics, what was done: trained / resumed / evaluated / skipped) for ``cfg`` in ``path``; ``study``:
+    the study whose tracked run a training's is nested in (``train_job``)."""
     path = Path(path)
     cfg = dataclasses.replace(cfg, name=path.name)
     if not Run(path).is_run():
-        run, metrics = train_job(cfg, path, progress=progress)
+        run, metrics = train_job(cfg, path, progress=progress, study=study)
         assert metrics is not None
         return run, metrics, "trained"
     run = Run.open(path)
@@ -187,6 +189,7 @@ def ensure_run(cfg: RunConfig, path: str | Path, progress: bool = True
             if cfg.report:
                 write_report(run)
             return run, metrics, "evaluated"
-        run, metrics = resume_job(path, {"threads": cfg.threads} if cfg.threads else None, progress=progress)
+        run, metrics = resume_job(path, {"threads": cfg.threads} if cfg.threads else None, progress=progress,
+                                  study=study)
         assert metrics is not None
         return run, metrics, "resumed"

@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,12 @@ EPOCH_SCALARS = {"train_loss": "train/loss", "val_loss": "val/loss", "lr": "trai
                  "images_per_s": "train/images_per_s", "seconds": "train/seconds"}  # history.csv -> logged name
 
 
-def open_trackers(cfg: RunConfig, study: str | None = None) -> Trackers:
+def open_trackers(cfg: RunConfig, study: str | None = None, model: bool | None = None) -> Trackers:
     """The backends ``cfg.track`` names, made and not yet started. A backend whose package is missing raises
-    ``ConfigError`` naming the extra to install: early, before any data is loaded. ``study``: a tuning study's
-    name; in MLflow this run is nested in the study's run."""
+    ``ConfigError`` naming the extra to install: early, before any data is loaded. ``study``: a study's name (a
+    tuning study, an anomaly study's folder); in MLflow this run is nested in the study's run (the run tagged
+    ``aelab.study`` with that name). ``model``: whether the model goes with the files at the end (default: not for
+    a study's run, a tuning trial, whose study retrains the best)."""
     made: list[Tracker] = []
     for name in cfg.track or []:
         try:
@@ -53,7 +56,7 @@ def open_trackers(cfg: RunConfig, study: str | None = None) -> Trackers:
         except ImportError as err:
             raise ConfigError(f"--track {name} needs the {PACKAGES[name]} package, which is not installed "
                               f"({one_line(err, 100)}); install it with: pip install 'aelab[track]'") from None
-    return Trackers(made, model=study is None)  # a trial's model is not kept: the study retrains the best
+    return Trackers(made, model=study is None if model is None else model)
 
 
 def _backend(name: str, cfg: RunConfig, study: str | None) -> Tracker:
@@ -132,6 +135,8 @@ class Trackers:
         self.final: set[str] = set()       # backends that logged the final results
         self.sample: ValidationSample | None = None
         self.results: dict[str, float] = {}  # numbers of the end besides metrics.json's (a tuning trial's score)
+        self.files: list[Path] | None = None  # the files of the end, when not a run's own (a study's table)
+        self.summary = ""  # the text table of the end, when not metrics.json's
         self.run: Run | None = None
         self.step = 0
         self.ended = False
@@ -229,9 +234,10 @@ class Trackers:
         except Exception:  # a damaged metrics.json: the files still go
             metrics = None
         flat = (final_metrics(metrics) if metrics else {}) | self.results
-        summary = format_table(metrics) if metrics else ""
-        files = [p for p in (run.report, run.metrics, run.config_file, run.data_record, run.facts, run.history,
-                             run.figures, *[run.best] * self.model) if p.exists()]
+        summary = format_table(metrics) if metrics else self.summary
+        own = (run.report, run.metrics, run.config_file, run.data_record, run.facts, run.history, run.figures,
+               *[run.best] * self.model)
+        files = [p for p in (own if self.files is None else self.files) if p.exists()]
         for tracker in list(self.active):
             if self._call(tracker, "the final results", tracker.log_final, self.step, flat, files,
                           summary) is not FAILED_CALL:
