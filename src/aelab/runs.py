@@ -146,6 +146,16 @@ class Run:
         return self.path / "explorer"
 
     @property
+    def hub(self) -> Path:
+        """Where ``aelab export --format hub`` writes without -o."""
+        return self.path / "hub"
+
+    @property
+    def exports(self) -> Path:
+        """Where ``aelab export`` (ONNX, TorchScript) writes without -o."""
+        return self.path / "export"
+
+    @property
     def facts(self) -> Path:
         return self.path / "facts.json"
 
@@ -170,7 +180,7 @@ class Run:
         """Every file and folder aelab writes in a run (the lock aside): all that ``clear`` may delete."""
         return (self.mark, self.config_file, self.data_record, self.best, self.last, self.history, self.metrics,
                 self.pca, self.eval_cache, self.figures, self.report, self.detector, self.anomaly, self.explorer,
-                self.facts, self.tracking, *self.event_files())
+                self.hub, self.exports, self.facts, self.tracking, *self.event_files())
 
     # ---------------------------------------------------------------------------------- what the folder is
     def writing(self) -> AbstractContextManager[None]:

@@ -305,6 +305,10 @@ def test_the_prefetcher_stops_early_and_passes_errors_on(arrays_dir) -> None:
         with pytest.raises(IndexError, match="out of bounds"):
             next(it)
     assert len(list(Prefetcher(store, batches[:3]))) == 3
+    done = Prefetcher(store, batches[:1])
+    assert len(list(done)) == 1
+    with pytest.raises(StopIteration):  # past the end it says so again instead of waiting forever
+        next(done)
 
 
 def test_pca_fits_all_small_images_and_a_seeded_sample_of_large_ones() -> None:

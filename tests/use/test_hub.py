@@ -120,6 +120,16 @@ def test_an_unevaluated_run_or_a_full_folder_is_one_line(run: Run, hub: Path, tm
     assert res.exit_code == 0 and aelab.load(hub).latent == 16
 
 
+@pytest.mark.parametrize("metrics", [{}, {"autoencoder": {}}, {"autoencoder": {"overall": {}}, "pca": []}])
+def test_metrics_without_the_test_tables_is_one_line(run: Run, tmp_path: Path, metrics: dict) -> None:
+    partial = Run(tmp_path / "partial")
+    shutil.copytree(run.path, partial.path)
+    partial.metrics.write_text(json.dumps(metrics))
+    res = CliRunner().invoke(main, ["export", str(partial.path), "--format", "hub", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "aelab evaluate" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_push_without_huggingface_hub_is_one_line(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if the extra were not installed
     res = CliRunner().invoke(main, ["push", str(run.path), "someone/tiny"])

@@ -17,7 +17,7 @@ A folder read from disk (``data.stream``) is decoded once into ``<cache>/<tag>.s
   overwritten) is decoded again, never trusted. A shard that changes while it is read is a ``DataError`` naming
   it and the fix (delete the cache).
 - **Several processes** (``--nproc``) loading the same folder build the cache once: the others wait on a lock
-  file beside it, then map the cache the first one wrote; each reads its own images of every batch.
+  file beside it, then read the cache the first one wrote; each reads its own images of every batch.
 """
 
 from __future__ import annotations
@@ -274,7 +274,12 @@ def build(folder: Path, key: str, source: str, parts: Iterator[np.ndarray], trai
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}.tmp")
             if folder.exists():
                 os.replace(folder, old)
-            os.replace(tmp, folder)
+            try:
+                os.replace(tmp, folder)
+            except OSError:
+                if old.exists():
+                    os.replace(old, folder)  # put the previous cache back: the message says it is unchanged
+                raise
             shutil.rmtree(old, ignore_errors=True)
         except OSError as err:
             raise DataError(f"cannot write the decoded cache of {source} in {folder.parent}: "

@@ -367,6 +367,7 @@ class Prefetcher:
     def __init__(self, store: ImageStore, indices: Iterable[Any], depth: int = 2, pin: bool = False):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self._ended = False
         self._thread = threading.Thread(target=self._work, args=(store, iter(indices), pin), daemon=True,
                                         name="aelab-prefetch")
         self._thread.start()
@@ -396,8 +397,11 @@ class Prefetcher:
         return self
 
     def __next__(self) -> torch.Tensor:
+        if self._ended:
+            raise StopIteration  # the end marker was taken already: another get() would wait forever
         item = self._queue.get()
         if item is self._END:
+            self._ended = True
             raise StopIteration
         if isinstance(item, BaseException):
             raise item

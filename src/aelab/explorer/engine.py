@@ -28,6 +28,7 @@ from aelab.data import display, image_bytes, load_dataset, to_float, to_pixels
 from aelab.evaluation.metrics import ssim_per_image
 from aelab.explorer.checks import ApiError, light_background, read_upload
 from aelab.explorer.projection import Projection, project
+from aelab.vocabulary import VAE_MODELS
 
 
 class Explorer:
@@ -61,7 +62,7 @@ class Explorer:
         self.token = f"{abs(hash((str(self.run.resolve()), self.ssim.tobytes()))):x}"[:12]
         self.png_cache: dict[tuple[int, str], bytes] = {}
         hp = self.model.hparams
-        self.vae = "vae" in str(hp.get("model", "")).lower()
+        self.vae = hp.get("model") in VAE_MODELS
         self.projection_json = json.dumps({
             "method": self.map.method, "description": self.map.describe(), "exact_lift": self.map.exact_lift,
             "x": np.round(self.map.points[:, 0], 5).tolist(), "y": np.round(self.map.points[:, 1], 5).tolist(),

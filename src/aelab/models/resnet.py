@@ -71,7 +71,7 @@ def groups(c: int) -> int:
 
 
 def _act(name: str) -> nn.Module:
-    return nn.SiLU(inplace=True) if name == "silu" and name not in ACTIVATIONS else act(name)
+    return act(name)
 
 
 class ResBlock(nn.Module):
@@ -112,8 +112,8 @@ def level_channels(side: int, levels: int, width: float, max_channels: int) -> l
 
 def _check(shape: tuple[int, int, int], levels: int, activation: str, blocks: int, max_channels: int,
            batch_norm: bool | None) -> None:
-    if activation != ACTIVATION and activation not in ACTIVATIONS:
-        names = ", ".join([ACTIVATION, *ACTIVATIONS])
+    if activation not in ACTIVATIONS:
+        names = ", ".join(ACTIVATIONS)
         raise ConfigError(f"unknown activation {activation!r}; choose one of: {names}")
     if not (isinstance(levels, int) and 1 <= levels <= MAX_LEVELS):
         raise ConfigError(f"invalid levels {levels!r}; use --levels between 1 and {MAX_LEVELS} (or leave it out: "

@@ -188,4 +188,4 @@ def export_run(run: str | os.PathLike, fmt: str = "onnx", out_dir: str | os.Path
     """Export the model of the run folder ``run``; ``out_dir`` defaults to ``RUN/export``."""
     r = Run.open(run)
     model = r.load_model(which)
-    return export_model(model, out_dir or r.path / "export", fmt, check=check, source=str(run))
+    return export_model(model, out_dir or r.exports, fmt, check=check, source=str(run))

@@ -182,10 +182,13 @@ def export_hub(run: str | os.PathLike, out: str | os.PathLike | None = None, whi
     r = Run.open(run)
     cfg = r.config()
     metrics = r.load_metrics()
+    if not all(isinstance(metrics.get(k), dict) and isinstance(metrics[k].get("overall"), dict)
+               for k in ("autoencoder", "pca")):
+        raise RunError(f"{r.metrics} lacks the test metrics beside PCA's; rebuild it with 'aelab evaluate {r.path}'")
     model = r.load_model(which)
     record = r.load_data() or {}
     figure = r.reconstructions_figure
-    target = Path(out) if out is not None else r.path / "hub"
+    target = Path(out) if out is not None else r.hub
     reads = [r.config_file, r.metrics, r.best if which == "best" else r.last, r.data_record, figure]
     config = {"format": HUB_FORMAT, "library_name": "aelab", "aelab_version": __version__,
               "hparams": model.hparams, "latent": model.latent, "image_shape": list(model.image_shape),
