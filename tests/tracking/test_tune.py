@@ -43,3 +43,28 @@ def test_a_study_nests_its_trials_and_a_pruned_trial_says_so(tmp_path: Path, dat
     assert lrs == [float(r.data.params["lr"]) for r in (done, pruned)] and lrs[0] != lrs[1]
     assert steps(events(trials / "trial-0001"), "train/loss") == [1]
     assert "pruned/text_summary" in events(trials / "trial-0001").Tags()["tensors"]
+
+
+def test_workers_racing_to_make_the_study_run_keep_one(tmp_path: Path) -> None:
+    """--jobs N starts N processes that may each look for the study's run, find none, and make one at once:
+    they all settle on the oldest and delete their own, so the study stays one MLflow run (a real SQLite
+    store; the race is staged by hiding the others' runs from each worker's first look)."""
+    from mlflow.tracking import MlflowClient  # lazy: the tracking extra, as in tests.tracking.common
+
+    from aelab.tracking.mlflow import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trackers = [MlflowTracker(uri, study="s") for _ in range(3)]
+    for t in trackers:
+        t.client = MlflowClient(tracking_uri=uri)
+        real, looks = t.client.search_runs, []
+
+        def first_look_sees_nothing(*args, _real=real, _looks=looks, **kwargs):  # type: ignore[no-untyped-def]
+            _looks.append(1)
+            return [] if len(_looks) == 1 else _real(*args, **kwargs)
+
+        t.client.search_runs = first_look_sees_nothing
+    ids = [t.study_run("s") for t in trackers]
+    exp = trackers[0].experiment()
+    left = MlflowClient(tracking_uri=uri).search_runs([exp], "tags.`aelab.study` = 's'")
+    assert len(set(ids)) == 1 and [r.info.run_id for r in left] == ids[:1]

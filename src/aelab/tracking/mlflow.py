@@ -99,7 +99,15 @@ class MlflowTracker(Tracker):
             self.client.update_run(found[0].info.run_id, status="RUNNING")
             return str(found[0].info.run_id)
         made = self.client.create_run(experiment, run_name=study, tags={"aelab.study": study})
-        return str(made.info.run_id)
+        # Workers of one study (--jobs N) can get here at the same moment and each make a run: all keep the
+        # oldest one made, and the others delete their own, so the study stays one run.
+        runs = self.client.search_runs([experiment], filter_string=f"tags.`aelab.study` = '{study}'",
+                                       max_results=1000)
+        keep = min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id)).info.run_id if runs else \
+            made.info.run_id
+        if keep != made.info.run_id:
+            self.client.delete_run(made.info.run_id)
+        return str(keep)
 
     def _close_orphans(self, folder: str) -> None:
         """Runs of this folder left RUNNING by a training killed in its first epoch and then started again (its
@@ -184,7 +192,12 @@ class MlflowTracker(Tracker):
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
         if self.parent is not None:  # the study's run: FINISHED once no trial of it runs any more
-            self.client.set_terminated(self.parent, "FINISHED")
+            # This trial ended above, before the look: of two trials ending together, the later look sees both
+            # ended, so one of them finishes the study's run; a trial still running keeps it RUNNING.
+            running = self.client.search_runs([self.experiment()], filter_string=f"tags.`mlflow.parentRunId` = "
+                                              f"'{self.parent}' and attributes.status = 'RUNNING'", max_results=1)
+            if not running:
+                self.client.set_terminated(self.parent, "FINISHED")
 
     def where(self) -> str:
         if str(self.uri).startswith("sqlite:///"):
