@@ -135,7 +135,7 @@ def main() -> None:
                f"< {GOAL_SECONDS:g} s {'met' if result['goal_met_table'] else 'MISSED'} (CPU {med_cpu['table']:.3f} s: "
                f"on a machine shared with other processes the wall time is the one that grows). The whole command: "
                f"{med['command']:.3f} s, of which {med['startup']:.3f} s is the start-up with no run (its imports: "
-               f"torch, which aelab.runs loads)."]
+               f"Python, click, yaml; no torch)."]
     atomic_write_text(args.out / f"{stem}.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
