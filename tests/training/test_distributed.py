@@ -39,7 +39,7 @@ COMMON = ["--model", "dense", "--latent", "8", "--width", "0.5", "--train-limit"
 RTOL = 1e-5   # relative difference of each epoch's train and validation loss (measured: at most 2e-7)
 ATOL = 1e-5   # largest weight difference after the run (measured: 3e-8; the weights are ~0.36 at most)
 RUN_FILES = {".aelab.lock", ".aelab-run", "best.safetensors", "config.yaml", "data.json", "history.csv",
-             "last.safetensors"}
+             "last.safetensors", "facts.json"}
 
 
 def aelab(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
