@@ -63,12 +63,19 @@ def model_from_checkpoint(path: str | Path, expect: dict[str, Any] | None = None
     hp = dict(hp)
     model = build_model(hp.pop("model"), hp.pop("latent"), **hp)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    return load_weights(model, weights, path, f"checkpoint {path} does not fit its own architecture ({{}}); it is "
+                                              f"damaged: train again")
+
+
+def load_weights(model: Autoencoder, weights: dict[str, Any], path: str | Path, misfit: str) -> Autoencoder:
+    """``model`` holding ``weights`` (read from ``path``), in eval mode: non-finite weights are refused, and
+    weights of another architecture raise ``RunError(misfit.format(reason))``. A run's checkpoint and a hub
+    folder both load through here."""
     check_finite(weights, path)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise RunError(f"checkpoint {path} does not fit its own architecture ({str(err).splitlines()[0][:80]}); "
-                       f"it is damaged: train again") from None
+        raise RunError(misfit.format(str(err).splitlines()[0][:80])) from None
     model.eval()
     return model
 

@@ -30,13 +30,12 @@ from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from aelab._version import __version__
-from aelab.checkpoints import check_finite
 from aelab.config import DATASET_NAMES, SOURCE_KINDS, RunConfig, merge
 from aelab.errors import AelabError, ExportError, RunError, one_line
 from aelab.evaluation.evaluate import COLUMNS
 from aelab.files import StagedDir
 from aelab.models import VAE, Autoencoder, build_model, count_parameters
-from aelab.runs import Run
+from aelab.runs import Run, load_weights
 
 HUB_FORMAT = "aelab-hub-1"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"  # huggingface_hub.constants
@@ -244,13 +243,8 @@ def read_hub(path: str | os.PathLike) -> HubModel:
         weights = load_file(weights_file)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise RunError(f"{weights_file} is damaged ({one_line(err, 80)}); download or export it again") from None
-    check_finite(weights, weights_file)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise RunError(f"{weights_file} does not fit the model of {CONFIG_NAME} ({str(err).splitlines()[0][:80]}); "
-                       f"download or export the folder again") from None
-    model.eval()
+    load_weights(model, weights, weights_file, f"{weights_file} does not fit the model of {CONFIG_NAME} ({{}}); "
+                                               f"download or export the folder again")
     classes = info.get("classes")
     return HubModel(model, tuple(map(str, classes)) if isinstance(classes, list) else None, _recipe(info, p), info)
 
