@@ -1,15 +1,19 @@
 """Data read from disk (data.stream, data.shards): speed and memory against the same data in memory.
 
-    python benchmarks/bench_stream.py [--quick] [--big-gb 1] [--out benchmarks/results]
+    python benchmarks/bench_stream.py [--quick] [--only train,big,decode,evaluate] [--big-gb 1] [--pngs 20000]
+    python benchmarks/bench_stream.py --only big --big-file /work/data/patches-32-46gb.npy --big-limit 10240 \
+        --big-models dense,resnet --big-epochs 2 --big-rounds 2    # a file 2x the free memory
 
 Each measurement runs in a fresh child process, which reports its own peak resident memory (``VmHWM``: torch's
 import alone is ~310 MB) and its timings:
 
 - **train**: the same model, seed and batches on a Fashion-MNIST .npy read into memory and read from disk, in
   alternating runs (the median images/s of the epochs after the first; the ratio is from disk over in memory);
-- **big**: a .npy of ``--big-gb`` GB of real images (Fashion-MNIST repeated) trained on from disk for a few
-  dozen batches: peak memory against the file's size (when the file is larger than the free memory its reads
-  come from the disk itself, otherwise from the page cache: the record says which);
+- **big**: a .npy of ``--big-gb`` GB of real images (Fashion-MNIST repeated), or ``--big-file`` (the photo
+  patches of ``datasets.py big``), trained on from disk, ``--big-limit`` images an epoch drawn (seeded) over the
+  whole file, its pages dropped from the page cache before every epoch so that every read goes to the disk;
+  against the same model on an in-memory slice of as many images, in alternating runs: images/s (median of
+  all epochs, both sides) and peak memory;
 - **decode**: a folder of PNGs decoded on 1 process and on every core (``shards.decode_chunks``);
 - **evaluate**: ``evaluate_test`` on 128x128 grey images (Fashion-MNIST enlarged, bilinear; 16,384 values per
   image), the PCA baseline fitted by its randomized solver on a seeded sample, with an untrained dense model
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,30 +37,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import machine_info
+from bench_common import load_average, machine_info, machine_slug
 
 from aelab.data import load_raw
 
 ROOT = Path(__file__).resolve().parent
 
 TRAIN = """
-import json, sys, tempfile, time
+import json, os, sys, tempfile, time
 from pathlib import Path
 from aelab.config import resolve
 from aelab.data import load_dataset
 from aelab.runs import Run
 from aelab.training import Trainer
 path, stream, model, epochs, limit = sys.argv[1], sys.argv[2] == "1", sys.argv[3], int(sys.argv[4]), sys.argv[5]
+evict = len(sys.argv) > 6 and sys.argv[6] == "1"
 cfg = resolve(overrides=dict(dataset=f"npy:{path}", model=model, width=0.5, latent=16, epochs=epochs, batch_size=128,
-                             threads=2, report=False, precision="fp32", patience=0,
+                             threads=2, report=False, precision="fp32", patience=0, val_fraction=0.0,
                              train_limit=None if limit == "0" else int(limit)))
+
+
+def drop_cache(*_):  # the file's pages out of the page cache: every epoch reads from the disk itself
+    if evict:
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+
 t0 = time.perf_counter()
 bundle = load_dataset(cfg.dataset, progress=False, stream=stream, **cfg.data_kwargs())
 loaded = time.perf_counter() - t0
-state = Trainer(cfg, Run(Path(tempfile.mkdtemp())), bundle=bundle, progress=False).fit()
+drop_cache()
+state = Trainer(cfg, Run(Path(tempfile.mkdtemp())), bundle=bundle, progress=False, on_epoch_end=drop_cache).fit()
 hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
 print(json.dumps({"peak_mb": round(hwm[0] / 1024), "load_s": round(loaded, 2), "images": len(bundle.train),
-                  "kind": type(bundle.train.images).__name__,
+                  "kind": type(bundle.train.images).__name__, "shape": list(bundle.shape),
                   "images_per_s": [h["images_per_s"] for h in state.history]}))
 """
 
@@ -116,17 +132,7 @@ def write_npy(path: Path, images: np.ndarray, rows: int) -> None:
             fh.write(images[:rows - i].tobytes())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, one repeat (a quick run: say so)")
-    ap.add_argument("--big-gb", type=float, default=1.0)
-    ap.add_argument("--out", type=Path, default=ROOT / "results")
-    args = ap.parse_args()
-    (train_x, _, test_x, _), _ = load_raw("fashion-mnist")
-    record: dict[str, Any] = {"machine": machine_info(), "quick": args.quick}
-    work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    repeats, epochs = (1, 2) if args.quick else (3, 3)
-
+def section_train(record: dict[str, Any], work: Path, train_x: np.ndarray, repeats: int, epochs: int) -> None:
     small = work / "fashion.npy"
     np.save(small, train_x[:12_000])
     runs: dict[str, list[dict[str, Any]]] = {"memory": [], "disk": []}
@@ -142,28 +148,58 @@ def main() -> None:
         record[f"train_{model}_ratio"] = round(med["disk"] / med["memory"], 3)
         record[f"train_{model}_images_per_s"] = med
 
-    rows = int(args.big_gb * (1 << 30)) // 784
-    big = work / "big.npy"
-    write_npy(big, train_x, rows)
-    size = big.stat().st_size
-    record["big"] = {"file_gb": round(size / 1e9, 2), "free_memory_gb": round(free_memory() / 1e9, 1),
-                     "reads_from": "disk" if size > free_memory() else "page cache",
-                     **child(TRAIN, big, "1", "dense", 1, 4096)}
-    big.unlink()
 
+def section_big(record: dict[str, Any], work: Path, train_x: np.ndarray, args: argparse.Namespace) -> None:
+    """Training from a file larger than memory against the same model on an in-memory slice of it."""
+    if args.big_file:
+        big = args.big_file
+    else:
+        big = work / "big.npy"
+        write_npy(big, train_x, int(args.big_gb * 1e9) // train_x[0].size)
+    size, free = big.stat().st_size, free_memory()
+    rows = np.load(big, mmap_mode="r")
+    limit = min(args.big_limit, len(rows))
+    small = work / "slice.npy"
+    np.save(small, np.ascontiguousarray(rows[:limit]))  # the in-memory contender: the same shape and count
+    del rows
+    out: dict[str, Any] = {"file": str(big), "file_gb": round(size / 1e9, 2), "free_memory_gb": round(free / 1e9, 1),
+                           "file_over_free_memory": round(size / free, 2), "images_per_epoch": limit,
+                           "epochs": args.big_epochs, "cold_reads": "the file's pages dropped from the page cache "
+                           "(posix_fadvise DONTNEED) before every epoch of the run from disk", "runs": []}
+    for model in args.big_models.split(","):
+        for r in range(args.big_rounds):
+            for kind in (("memory", "disk") if r % 2 == 0 else ("disk", "memory")):  # alternating
+                got = (child(TRAIN, big, "1", model, args.big_epochs, limit, "1") if kind == "disk"
+                       else child(TRAIN, small, "0", model, args.big_epochs, 0))
+                out["runs"].append({"model": model, "kind": kind, "round": r, **got})
+                print(json.dumps(out["runs"][-1]), flush=True)
+        med = {k: statistics.median(s for x in out["runs"] if x["model"] == model and x["kind"] == k
+                                    for s in x["images_per_s"]) for k in ("memory", "disk")}
+        out[f"{model}_images_per_s"] = med
+        out[f"{model}_ratio"] = round(med["disk"] / med["memory"], 3)
+        out[f"{model}_peak_mb_disk"] = max(x["peak_mb"] for x in out["runs"]
+                                           if x["model"] == model and x["kind"] == "disk")
+    record["big"] = out
+    if not args.big_file:
+        big.unlink()
+
+
+def section_decode(record: dict[str, Any], work: Path, images: np.ndarray, n_png: int) -> None:
     pngs = work / "pngs"
     from PIL import Image
-    n_png = 2_000 if args.quick else 20_000
-    for i, x in enumerate(np.concatenate([train_x, test_x])[:n_png]):
+    for i in range(n_png):
         (pngs / f"c{i % 10}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(x).save(pngs / f"c{i % 10}" / f"{i:05d}.png")
+        Image.fromarray(images[i % len(images)]).save(pngs / f"c{i % 10}" / f"{i:05d}.png")
     cores = len(os.sched_getaffinity(0))
     speed = child(DECODE, pngs, cores)
     record["decode"] = {"images": n_png, "images_per_s": speed, "speedup": round(speed[str(cores)] / speed["1"], 2)}
 
+
+def section_evaluate(record: dict[str, Any], work: Path, train_x: np.ndarray, test_x: np.ndarray,
+                     quick: bool) -> None:
     import torch
-    n_test = 1_000 if args.quick else 10_000
-    n_all = n_test + (5_000 if args.quick else 50_000)
+    n_test = 1_000 if quick else 10_000
+    n_all = n_test + (5_000 if quick else 50_000)
     source = np.concatenate([test_x, train_x])[:n_all, None]
     with (work / "f128.npy").open("wb") as fh:  # enlarged 2,000 at a time
         np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False,
@@ -174,10 +210,44 @@ def main() -> None:
             fh.write(part.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy().tobytes())
     record["evaluate_128"] = child(EVALUATE, work / "f128.npy", n_test / n_all)
 
+
+SECTIONS = ("train", "big", "decode", "evaluate")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, one repeat (a quick run: say so)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {','.join(SECTIONS)}")
+    ap.add_argument("--big-gb", type=float, default=1.0, help="big: size of the Fashion-MNIST file written")
+    ap.add_argument("--big-file", type=Path, help="big: an existing uint8 .npy instead (datasets.py big)")
+    ap.add_argument("--big-limit", type=int, default=4096, help="big: training images per epoch, seeded over the file")
+    ap.add_argument("--big-models", default="dense")
+    ap.add_argument("--big-epochs", type=int, default=1)
+    ap.add_argument("--big-rounds", type=int, default=1)
+    ap.add_argument("--pngs", type=int, default=20_000, help="decode: images in the folder")
+    ap.add_argument("--out", type=Path, default=ROOT / "results")
+    args = ap.parse_args()
+    only = args.only.split(",")
+    if unknown := sorted(set(only) - set(SECTIONS)):
+        ap.error(f"--only: unknown section {unknown[0]}; choose from {', '.join(SECTIONS)}")
+    (train_x, _, test_x, _), _ = load_raw("fashion-mnist")
+    record: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "sections": only}
+    work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    if "train" in only:
+        section_train(record, work, train_x, *((1, 2) if args.quick else (3, 3)))
+    if "big" in only:
+        section_big(record, work, train_x, args)
+    if "decode" in only:
+        section_decode(record, work, np.concatenate([train_x, test_x]), 2_000 if args.quick else args.pngs)
+    if "evaluate" in only:
+        section_evaluate(record, work, train_x, test_x, args.quick)
+    record["machine"]["load_average_end"] = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = time.strftime("%Y-%m-%d") + "-stream" + ("-quick" if args.quick else "")
+    stem = (time.strftime("%Y-%m-%d") + "-" + machine_slug(record["machine"]) + "-stream"
+            + ("" if set(only) == set(SECTIONS) else "-" + "-".join(only)) + ("-quick" if args.quick else ""))
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "train"}, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,29 @@ def test_digests_of_a_store_are_those_of_its_tensor(arrays_dir) -> None:
         latent_trustworthiness(pixels, codes, n=50)
 
 
+def test_the_content_digest_of_a_file_read_from_disk_is_hashed_once_and_again_when_it_changes(
+        arrays_dir, tmp_path, monkeypatch) -> None:
+    """A file larger than memory is read through to hash it on the first load only: the memo is keyed by the
+    file's stamp, so a rewritten file is hashed again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "grey.npy"
+    shutil.copy(arrays_dir / "grey.npy", path)
+    first = load_dataset(f"npy:{path}", stream=True, progress=False).fingerprint["content"]
+    hashed = []
+    real = own.content_digest
+    monkeypatch.setattr(own, "content_digest", lambda *a: hashed.append(1) or real(*a))
+    assert load_dataset(f"npy:{path}", stream=True, progress=False).fingerprint["content"] == first
+    assert hashed == []  # remembered: the file was not read through again
+    in_memory = load_dataset(f"npy:{path}", stream=False, progress=False).fingerprint["content"]
+    assert in_memory == first
+    hashed.clear()  # (the in-memory load hashes its arrays)
+    x = np.load(path)
+    x[0, 0, 0] ^= 1
+    np.save(path, x)
+    assert load_dataset(f"npy:{path}", stream=True, progress=False).fingerprint["content"] != first
+    assert hashed == [1]
+
+
 # ------------------------------------------------------------------------------------------ folders: shards
 def test_a_folder_decoded_into_shards_gives_the_in_memory_batches(pngs, tmp_path, monkeypatch) -> None:
     root = fresh(pngs, tmp_path)

@@ -306,7 +306,8 @@ def _map_npy(path: Path, image_size: Target | None, channels: int | None, test_f
     shape = (channels or c, *(image_size.size if image_size else (h, w)))
     if shape == (c, h, w):
         x, x_test = store.subset(tr), store.subset(te)
-        content = content_digest(x, y[tr], x_test, y[te], classes)  # type: ignore[arg-type]
+        content = shards.remembered_digest(f"{key}|test={test_fraction}", lambda: content_digest(
+            x, y[tr], x_test, y[te], classes))  # type: ignore[arg-type]
         return OwnData(x, y[tr], x_test, y[te], classes, str(path), key, content,  # type: ignore[arg-type]
                        [f"read from disk batch by batch: {path}", *notes])
     ckey = hashlib.sha256(f"{key}|size={image_size}|channels={channels}|test={test_fraction}".encode()).hexdigest()

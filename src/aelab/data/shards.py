@@ -8,7 +8,8 @@ A folder read from disk (``data.stream``) is decoded once into ``<cache>/<tag>.s
 - ``shard-00000.npy``, ...: uint8 (n, C, H, W), at most ``SHARD_BYTES`` each, the training images first, then the
   test images; ``labels.npy``: their labels (int64), in the same order; ``manifest.json``: the format, the key
   (the files' names, sizes and times and the options, as the in-memory cache's), the counts, the content
-  digest, and each shard's size and fingerprint (sha256 of its first and last 64 kB).
+  digest, and each shard's size and fingerprint (sha256 of its first and last 64 kB). The content digest of a
+  ``.npy`` read in place is remembered in the user cache by the file's stamp (``remembered_digest``).
 - **Disk.** Before anything is written the free space is checked against the cache's size: one line naming
   both when it does not fit. Every chunk is written to its shard as it is decoded (memory holds a few chunks),
   in a temporary folder beside the cache that is renamed into place once complete; a build cut short (a full
@@ -45,9 +46,11 @@ import numpy as np
 from tqdm import tqdm
 
 from aelab.data import folders
+from aelab.data.idx import cache_dir
 from aelab.data.stream import ImageStore, open_npy, size_text
 from aelab.device import cores
 from aelab.errors import DataError
+from aelab.files import atomic_write_text
 
 SHARDS_FORMAT = "aelab-shards-1"
 SHARD_BYTES = 1 << 30   # pixels per shard file at most
@@ -120,6 +123,22 @@ def decode_all(files: list[Path], channels: int, size: tuple[int, int], progress
         out[done:done + len(part)] = part
         done += len(part)
     return out
+
+
+def remembered_digest(key: str, compute: Callable[[], str]) -> str:
+    """``compute()`` (the content digest of a file read from disk), remembered in the user cache under ``key``
+    (the file's path, size, times and inode with the options): a file larger than memory is read through once to
+    hash it, not at every start. A changed file has another key; an unreadable memo is computed again."""
+    memo = cache_dir() / "own" / "digests" / hashlib.sha256(key.encode()).hexdigest()
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = memo.read_text().strip()
+        if len(text) == 64:
+            return text
+    digest = compute()
+    with contextlib.suppress(OSError):  # a read-only cache: computed every time, never an error
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo, digest + "\n")
+    return digest
 
 
 # ------------------------------------------------------------------------------------------ the cache

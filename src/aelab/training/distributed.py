@@ -34,6 +34,7 @@ Backends: gloo for CPU tensors, NCCL for CUDA tensors (``cpu:gloo,cuda:nccl`` wh
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -102,6 +103,11 @@ def process_group() -> Iterator[World]:
     try:
         yield w
     finally:
+        # The DDP model and its reducer hold the process group and often sit in reference cycles (the trainer's
+        # bound methods): collected later, at interpreter exit, their gloo threads were torn down after the
+        # interpreter and a rank died with SIGABRT ("terminate called without an active exception"). Collect
+        # them now, while the group and the interpreter are alive, then destroy the group.
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -279,8 +285,11 @@ def launch(nproc: int, args: list[str], threads: int | None, run_path: str) -> t
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: use 1 or more processes")
     # Each process takes its share of the cores (torchrun would set 1 thread and say so).
-    before = os.environ.get("OMP_NUM_THREADS")
+    before = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "PYTHONFAULTHANDLER")}
     os.environ["OMP_NUM_THREADS"] = str(threads or max(1, cores() // nproc))
+    # A rank killed by a signal (a native crash) prints every thread's Python stack on its way out: the one
+    # line below says which rank died, the stacks say where.
+    os.environ["PYTHONFAULTHANDLER"] = "1"
     quiet = {name: logging.getLogger(name).level for name in ("torch.distributed.elastic", "torch.distributed.run")}
     for name in quiet:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the failure is reported below, in one line
@@ -297,10 +306,11 @@ def launch(nproc: int, args: list[str], threads: int | None, run_path: str) -> t
     finally:
         for name, level in quiet.items():
             logging.getLogger(name).setLevel(level)
-        if before is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return 0, None
 
 
