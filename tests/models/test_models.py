@@ -205,3 +205,17 @@ def test_pca_of_colour_images_reconstructs_their_shape():
     assert pca.reconstruct(images).shape == (50, 3, 6, 10)
     again = PCAModel.from_state(pca.state(), (3, 6, 10))
     assert torch.allclose(pca.reconstruct(images), again.reconstruct(images), atol=1e-6)
+
+
+def test_pca_on_fewer_images_than_values_uses_the_exact_svd_and_the_same_components(data_root):
+    """Fewer images than values: the exact full SVD (fast), not the D x D covariance, with the same result."""
+    from aelab.data import load_raw
+
+    (x, _, _, _), _ = load_raw("fashion-mnist", data_dir=data_root)
+    images = torch.from_numpy(x[:300])  # 300 images of 784 values
+    pca = PCAModel(16).fit(images)
+    assert pca.pca.svd_solver == "full"
+    eigh = PCAModel(16).fit(torch.from_numpy(x[:1000]))
+    assert eigh.pca.svd_solver == "covariance_eigh"  # more images than values: the covariance
+    eigh.pca.set_params(svd_solver="covariance_eigh").fit(pca._flat(images))
+    assert torch.allclose(pca.reconstruct(images), eigh.reconstruct(images), atol=1e-4)

@@ -7,7 +7,9 @@ What it is fitted on, in bounded memory and time whatever the images:
   indices from ``numpy.random.default_rng(seed)``): 5,461 images of 64x64 RGB, 4,096 of 128x128 grey, 1,365 of
   128x128 RGB.
 - **The solver.** Up to ``EXACT_DIMS`` values per image (4,096: 64x64 grey, 32x32 RGB), scikit-learn's exact
-  ``covariance_eigh`` (the D x D covariance); above it, where that matrix alone would take gigabytes (49,152
+  ``covariance_eigh`` (the D x D covariance), or the exact ``full`` SVD when there are fewer images than values
+  (320 images of 64x64: 0.1 s against 9.8 s for the 4,096 x 4,096 eigendecomposition); above it, where that
+  matrix alone would take gigabytes (49,152
   values: 9.7 GB in float32) and its eigendecomposition minutes, the randomized solver (Halko et al.; 10
   oversamples, scikit-learn's power iterations, ``random_state=seed``), which gives the leading components.
 - Codes and reconstructions are computed per batch by the caller (``evaluation.passes``).
@@ -51,7 +53,7 @@ class PCAModel:
         part = images[slice(None) if idx is None else idx]
         x = self._flat(part)
         owned = not isinstance(part, torch.Tensor) or part.dtype == torch.uint8  # x is a new array: no copy needed
-        solver = "covariance_eigh" if dims <= EXACT_DIMS else "randomized"
+        solver = "randomized" if dims > EXACT_DIMS else "covariance_eigh" if len(x) >= dims else "full"
         self.pca = PCA(n_components=self.latent, svd_solver=solver, random_state=seed, copy=not owned)
         self.pca.fit(x)
         self.fitted_on = len(x)
