@@ -44,7 +44,7 @@ NO_DATA = ("the real data was not found: set AELAB_DATA_DIR to the folder holdin
 PURE_MODULES = {"test_architecture.py", "test_config.py", "test_models.py", "test_metrics.py", "test_fastpath.py",
                 "test_robustness.py", "test_knn_sample.py",
                 "test_vae.py", "test_noise.py", "test_own_images.py", "test_output_paths.py",
-                "test_config_hardening.py", "test_machine_facts.py", "test_projection.py"}
+                "test_config_hardening.py", "test_machine_facts.py", "test_projection.py", "test_real_sizes_e2e.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
