@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections import namedtuple
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from aelab.data import folders, load_dataset, load_raw, own, shards, stream
-from aelab.data.stream import ArrayFile, ImageStore, Prefetcher
+from aelab.data.prefetch import Prefetcher
+from aelab.data.stream import ArrayFile, ImageStore
 from aelab.errors import DataError
 from aelab.evaluation.cache import digest
 from aelab.evaluation.metrics import latent_trustworthiness
@@ -315,6 +317,32 @@ def test_a_read_that_comes_back_short_is_one_line_not_garbage(arrays_dir, tmp_pa
     monkeypatch.setattr(ArrayFile, "check", lambda self: None)  # cut between the check and the read
     with pytest.raises(DataError, match=r"grey.npy ends before image 5[0-9]{2} its header promises \(cut short"):
         store[:]
+
+
+def test_a_shuffled_batch_is_read_by_several_threads_and_their_errors_reach_the_caller(arrays_dir, tmp_path,
+                                                                                       monkeypatch) -> None:
+    """A batch of scattered rows (more runs than PARALLEL_RUNS) is read by the reader threads, into the right
+    places; a file cut short under them is the same one line in the caller."""
+    grey = np.load(arrays_dir / "grey.npy")
+    store = load_dataset(f"npy:{arrays_dir / 'grey.npy'}", stream=True, progress=False, test_fraction=0.0001,
+                         val_fraction=0.0).train.images
+    rows = store.rows
+    idx = np.random.default_rng(3).permutation(len(store))[:200]  # ~200 runs of one row each
+    assert len(np.flatnonzero(np.diff(np.sort(rows[idx])) != 1)) + 1 >= stream.PARALLEL_RUNS
+    used = []
+    real = ArrayFile._read_runs
+    monkeypatch.setattr(ArrayFile, "_read_runs", lambda self, fd, buf, runs: used.append(
+        threading.current_thread().name) or real(self, fd, buf, runs))
+    assert torch.equal(store[idx], torch.from_numpy(grey[rows[idx]]))
+    assert len(used) == stream.READERS and all(name.startswith("aelab-read") for name in used)
+    path = tmp_path / "grey.npy"
+    shutil.copy(arrays_dir / "grey.npy", path)
+    cut = load_dataset(f"npy:{path}", stream=True, progress=False).train.images
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size - 784 * 50)
+    monkeypatch.setattr(ArrayFile, "check", lambda self: None)  # cut between the check and the read
+    with pytest.raises(DataError, match=r"grey.npy ends before image 5[0-9]{2} its header promises"):
+        cut[np.random.default_rng(4).permutation(len(cut))]
 
 
 def test_the_prefetcher_stops_early_and_passes_errors_on(arrays_dir) -> None:

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import functools
 import os
-import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,19 @@ from aelab.errors import DataError
 STREAM_ENV = "AELAB_STREAM"
 STREAM_FRACTION = 0.25  # read from disk when the uint8 pixels exceed this fraction of the memory available
 LAYOUTS = ("nhw", "nhwc", "nchw")
+# Reads in flight for a batch of scattered rows: a disk answers several at once. 20,000 random 3 kB rows of a
+# 47 GB file, out of the page cache, on a 2-core VM: 1 thread 8.4-9.4k rows/s, 4 threads 29-32k, 8 threads 41-46k.
+READERS = 8
+PARALLEL_RUNS = 32  # a read of fewer runs of consecutive rows than this stays in the calling thread
+_readers: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    """The process's reader threads (a forked child makes its own: its parent's threads are not in it)."""
+    global _readers
+    if _readers is None or _readers[0] != os.getpid():
+        _readers = (os.getpid(), ThreadPoolExecutor(READERS, thread_name_prefix="aelab-read"))
+    return _readers[1]
 
 
 # ------------------------------------------------------------------------------------------ the rule
@@ -138,11 +151,21 @@ class ArrayFile:
         cuts = np.flatnonzero(np.diff(rows) != 1) + 1
         starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]])
         buf = memoryview(out.reshape(-1)).cast("B")
+        runs = list(zip((starts * size).tolist(), (ends * size).tolist(),
+                        (self.offset + rows[starts] * size).tolist(), strict=True))
+        if len(runs) < PARALLEL_RUNS:
+            self._read_runs(fd, buf, runs)
+        else:  # scattered rows (a shuffled batch): READERS reads in flight
+            list(_reader_pool().map(functools.partial(self._read_runs, fd, buf), [runs[k::READERS]
+                                                                                  for k in range(READERS)]))
+
+    def _read_runs(self, fd: int, buf: memoryview, runs: list[tuple[int, int, int]]) -> None:
+        """Each run (start and end in ``buf``, where in the file) by one read, unless the system returns fewer."""
         pread = os.preadv if hasattr(os, "preadv") else functools.partial(_pread, lock=self._lock)
-        for a, b, where in zip((starts * size).tolist(), (ends * size).tolist(),
-                               (self.offset + rows[starts] * size).tolist(), strict=True):
+        size = self.row_bytes
+        for a, b, where in runs:
             done = a
-            while done < b:  # one read, unless the system returns fewer bytes
+            while done < b:
                 got = pread(fd, [buf[done:b]], where + done - a)
                 if got <= 0:
                     image = (where - self.offset + done - a) // size
@@ -354,65 +377,3 @@ def digest_parts(a: np.ndarray | ImageStore, chunk: int = 1024) -> Iterator[byte
         return
     yield f"{a.dtype}|{a.shape}|".encode()
     yield np.ascontiguousarray(a).data
-
-
-# ------------------------------------------------------------------------------------------ prefetching
-class Prefetcher:
-    """The batches ``store[idx]`` for each ``idx`` of ``indices``, in order, gathered by a background thread
-    ``depth`` batches ahead (into pinned memory with ``pin``) while the caller trains on the current one.
-    Use as a context manager (or call ``close``): the thread stops when the caller stops early."""
-
-    _END = object()
-
-    def __init__(self, store: ImageStore, indices: Iterable[Any], depth: int = 2, pin: bool = False):
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._ended = False
-        self._thread = threading.Thread(target=self._work, args=(store, iter(indices), pin), daemon=True,
-                                        name="aelab-prefetch")
-        self._thread.start()
-
-    def _work(self, store: ImageStore, indices: Iterator[Any], pin: bool) -> None:
-        try:
-            for idx in indices:
-                batch = store[idx]
-                if pin:
-                    batch = batch.pin_memory()
-                if not self._put(batch):
-                    return
-            self._put(self._END)
-        except BaseException as err:  # re-raised in the caller's thread
-            self._put(err)
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return self
-
-    def __next__(self) -> torch.Tensor:
-        if self._ended:
-            raise StopIteration  # the end marker was taken already: another get() would wait forever
-        item = self._queue.get()
-        if item is self._END:
-            self._ended = True
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -27,7 +27,8 @@ from aelab.checkpoints import load_checkpoint, save_checkpoint
 from aelab.config import RunConfig, settle_model
 from aelab.data import DataBundle, load_dataset, to_float
 from aelab.data.noise import TRAIN_STREAM, VAL_STREAM, NoiseSpec, corrupt_images, generator_for
-from aelab.data.stream import ImageStore, Prefetcher
+from aelab.data.prefetch import Prefetcher
+from aelab.data.stream import ImageStore
 from aelab.device import CoreShare, select_device, select_precision
 from aelab.errors import ConfigError, Interrupted, RunError, TrainingDiverged
 from aelab.evaluation.passes import BatchedInference
