@@ -71,7 +71,7 @@ drop_cache()
 state = Trainer(cfg, Run(Path(tempfile.mkdtemp())), bundle=bundle, progress=False, on_epoch_end=drop_cache).fit()
 hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
 print(json.dumps({"peak_mb": round(hwm[0] / 1024), "load_s": round(loaded, 2), "images": len(bundle.train),
-                  "kind": type(bundle.train.images).__name__, "shape": list(bundle.shape),
+                  "store": type(bundle.train.images).__name__, "shape": list(bundle.shape),
                   "images_per_s": [h["images_per_s"] for h in state.history]}))
 """
 
@@ -79,13 +79,27 @@ DECODE = """
 import json, sys, time
 from aelab.data import folders, shards
 files = folders.scan(sys.argv[1]).files
-out = {}
-for workers in (1, int(sys.argv[2])):
-    t0 = time.perf_counter()
-    n = sum(len(p) for p in shards.decode_chunks(files, 1, (28, 28), progress=False, workers=workers))
-    out[workers] = round(n / (time.perf_counter() - t0), 1)
+channels, side = int(sys.argv[3]), int(sys.argv[4])
+out = {1: [], int(sys.argv[2]): []}
+for r in range(int(sys.argv[5])):  # rounds, the order alternating
+    for workers in (list(out) if r % 2 == 0 else list(out)[::-1]):
+        t0 = time.perf_counter()
+        n = sum(len(p) for p in shards.decode_chunks(files, channels, (side, side), progress=False, workers=workers))
+        out[workers].append(round(n / (time.perf_counter() - t0), 1))
 print(json.dumps(out))
 """
+
+# The ceiling of decoding on k cores: k processes started together, each decoding its own k-th of the files on
+# its own (no pool, nothing sent between them); images/s = all files / the slowest one's time.
+DECODE_PART = """
+import json, sys, time
+from aelab.data import folders
+files = folders.scan(sys.argv[1]).files[int(sys.argv[2])::int(sys.argv[3])]
+t0 = time.perf_counter()
+n = len(folders.decode(files, int(sys.argv[4]), (int(sys.argv[5]),) * 2, progress=False))
+print(json.dumps({"images": n, "seconds": time.perf_counter() - t0}))
+"""
+
 
 EVALUATE = """
 import json, sys, time
@@ -159,8 +173,8 @@ def section_big(record: dict[str, Any], work: Path, train_x: np.ndarray, args: a
     size, free = big.stat().st_size, free_memory()
     rows = np.load(big, mmap_mode="r")
     limit = min(args.big_limit, len(rows))
-    small = work / "slice.npy"
-    np.save(small, np.ascontiguousarray(rows[:limit]))  # the in-memory contender: the same shape and count
+    small = work / "slice.npy"  # the in-memory contender: the same shape, the same count drawn the same way
+    np.save(small, np.ascontiguousarray(rows[:min(len(rows), 2 * limit)]))
     del rows
     out: dict[str, Any] = {"file": str(big), "file_gb": round(size / 1e9, 2), "free_memory_gb": round(free / 1e9, 1),
                            "file_over_free_memory": round(size / free, 2), "images_per_epoch": limit,
@@ -170,8 +184,8 @@ def section_big(record: dict[str, Any], work: Path, train_x: np.ndarray, args: a
         for r in range(args.big_rounds):
             for kind in (("memory", "disk") if r % 2 == 0 else ("disk", "memory")):  # alternating
                 got = (child(TRAIN, big, "1", model, args.big_epochs, limit, "1") if kind == "disk"
-                       else child(TRAIN, small, "0", model, args.big_epochs, 0))
-                out["runs"].append({"model": model, "kind": kind, "round": r, **got})
+                       else child(TRAIN, small, "0", model, args.big_epochs, limit))
+                out["runs"].append({"model": model, "round": r, **got, "kind": kind})
                 print(json.dumps(out["runs"][-1]), flush=True)
         med = {k: statistics.median(s for x in out["runs"] if x["model"] == model and x["kind"] == k
                                     for s in x["images_per_s"]) for k in ("memory", "disk")}
@@ -184,15 +198,39 @@ def section_big(record: dict[str, Any], work: Path, train_x: np.ndarray, args: a
         big.unlink()
 
 
-def section_decode(record: dict[str, Any], work: Path, images: np.ndarray, n_png: int) -> None:
-    pngs = work / "pngs"
+def decode_ceiling(folder: Path, k: int, channels: int, side: int) -> float:
+    procs = [subprocess.Popen([sys.executable, "-c", DECODE_PART, str(folder), str(i), str(k), str(channels),
+                               str(side)], stdout=subprocess.PIPE, text=True) for i in range(k)]
+    got = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return round(sum(g["images"] for g in got) / max(g["seconds"] for g in got), 1)
+
+
+def section_decode(record: dict[str, Any], work: Path, images: np.ndarray, n_png: int, side: int) -> None:
+    """PNGs of Fashion-MNIST (28 px grey) or, with ``side`` > 28, of colour photo patches (datasets.py)."""
     from PIL import Image
+    if side > 28:
+        from datasets import build_patches
+        images = build_patches(side).x
+    pngs = work / f"pngs-{side}"
     for i in range(n_png):
         (pngs / f"c{i % 10}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i % len(images)]).save(pngs / f"c{i % 10}" / f"{i:05d}.png")
     cores = len(os.sched_getaffinity(0))
-    speed = child(DECODE, pngs, cores)
-    record["decode"] = {"images": n_png, "images_per_s": speed, "speedup": round(speed[str(cores)] / speed["1"], 2)}
+    channels = 3 if images.ndim == 4 else 1
+    rounds = 3
+    runs = child(DECODE, pngs, cores, channels, side, rounds)
+    speed = {k: statistics.median(v) for k, v in runs.items()}
+    alone: dict[int, list[float]] = {1: [], cores: []}
+    for r in range(rounds):
+        for k in (list(alone) if r % 2 == 0 else list(alone)[::-1]):
+            alone[k].append(decode_ceiling(pngs, k, channels, side))
+    ceiling = statistics.median(alone[cores]) / statistics.median(alone[1])
+    speedup = speed[str(cores)] / speed["1"]
+    record.setdefault("decode", []).append({
+        "images": n_png, "side": side, "channels": channels, "rounds": rounds, "images_per_s": runs,
+        "speedup": round(speedup, 2), "ceiling_images_per_s": alone, "ceiling_speedup": round(ceiling, 2),
+        "share_of_ceiling": round(speedup / ceiling, 2)})
+    shutil.rmtree(pngs)
 
 
 def section_evaluate(record: dict[str, Any], work: Path, train_x: np.ndarray, test_x: np.ndarray,
@@ -225,6 +263,8 @@ def main() -> None:
     ap.add_argument("--big-epochs", type=int, default=1)
     ap.add_argument("--big-rounds", type=int, default=1)
     ap.add_argument("--pngs", type=int, default=20_000, help="decode: images in the folder")
+    ap.add_argument("--png-sides", type=int, nargs="+", default=[28],
+                    help="decode: 28 (Fashion-MNIST, grey) and/or larger sides (colour photo patches)")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     args = ap.parse_args()
     only = args.only.split(",")
@@ -238,7 +278,8 @@ def main() -> None:
     if "big" in only:
         section_big(record, work, train_x, args)
     if "decode" in only:
-        section_decode(record, work, np.concatenate([train_x, test_x]), 2_000 if args.quick else args.pngs)
+        for side in args.png_sides:
+            section_decode(record, work, np.concatenate([train_x, test_x]), 2_000 if args.quick else args.pngs, side)
     if "evaluate" in only:
         section_evaluate(record, work, train_x, test_x, args.quick)
     record["machine"]["load_average_end"] = load_average()

@@ -130,13 +130,14 @@ def photo_rng(seed: int, size: int, copy: int, name: str) -> np.random.Generator
     return np.random.default_rng([seed, size, copy, zlib.crc32(name.encode())])
 
 
-def draw(photos: dict[str, np.ndarray], names: Sequence[str], size: int, coverage: float, seed: int, copy: int
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(photograph index into ``names``, top, left) of the random training patches of one copy, shuffled."""
+def draw(photos: dict[str, np.ndarray], names: Sequence[str], size: int, coverage: float, seed: int, copy: int,
+         per_photo: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(photograph index into ``names``, top, left) of the random training patches of one copy, shuffled:
+    ``coverage`` x each photograph's area in patches, or ``per_photo`` patches from each (balanced)."""
     pid, ys, xs = [], [], []
     for k, name in enumerate(names):
         h, w = photos[name].shape[:2]
-        n = max(1, round(coverage * h * w / size**2))
+        n = per_photo or max(1, round(coverage * h * w / size**2))
         rng = photo_rng(seed, size, copy, name)
         pid.append(np.full(n, k))
         ys.append(rng.integers(0, h - size + 1, n))
@@ -176,13 +177,13 @@ def symmetry(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def build_patches(size: int, seed: int = 0, coverage: float = 4.0, test_photos: Sequence[str] = TEST_PHOTOS,
-                  photos: dict[str, np.ndarray] | None = None) -> PatchSet:
+                  photos: dict[str, np.ndarray] | None = None, per_photo: int | None = None) -> PatchSet:
     """The patch set of ``size`` x ``size`` (module docstring): training patches random, test patches on a grid."""
     photos = photos or load_photos()
     check_split(test_photos, size, photos, coverage)
     classes = tuple(PHOTOS)
     train = [n for n in classes if n not in test_photos]
-    pid, ys, xs = draw(photos, train, size, coverage, seed, copy=0)
+    pid, ys, xs = draw(photos, train, size, coverage, seed, copy=0, per_photo=per_photo)
     x = cut([photos[n] for n in train], size, pid, ys, xs)
     y = np.array([classes.index(n) for n in train], dtype=np.int64)[pid]
     tests, labels = [], []
@@ -329,6 +330,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
             p.add_argument("--coverage", type=float, default=4.0,
                            help="training patches per photograph = coverage x area / P^2 (default 4)")
             p.add_argument("--test-photos", nargs="+", default=list(TEST_PHOTOS), help="the test photographs")
+        if name == "patches":
+            p.add_argument("--per-photo", type=int, help="N training patches from each photograph, whatever its "
+                           "size (balanced; instead of --coverage), written as patches-P-ppN.npz")
         if name == "big":
             p.add_argument("--gb", type=float, default=1.0, help="file size in 10^9 bytes (default 1)")
             p.add_argument("--chunk-mb", type=float, default=64, help="patches written per chunk, MiB (default 64)")
@@ -348,12 +352,16 @@ def run(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         if args.command == "patches":
             print(f"patches {size}x{size}: cutting ...", flush=True)
-            ps = build_patches(size, args.seed, args.coverage, args.test_photos)
+            if args.per_photo is not None and not 0 < args.per_photo <= 10**6:
+                raise ConfigError(f"--per-photo {args.per_photo}: give 1 to 1,000,000 patches per photograph")
+            ps = build_patches(size, args.seed, args.coverage, args.test_photos, per_photo=args.per_photo)
             seconds = round(time.perf_counter() - start, 2)
             for name, c in ps.counts.items():
                 print(f"  {name:22s} {c['h']:5d} x {c['w']:<5d} train {c['train']:6,d}  test {c['test']:5,d}")
-            rec = write_npz(args.out / f"patches-{size}.npz", ps.arrays(), {
-                "kind": "patches", "size": size, "seed": args.seed, "coverage": args.coverage,
+            stem = f"patches-{size}" + (f"-pp{args.per_photo}" if args.per_photo else "")
+            rec = write_npz(args.out / f"{stem}.npz", ps.arrays(), {
+                "kind": "patches", "size": size, "seed": args.seed,
+                **({"per_photo": args.per_photo} if args.per_photo else {"coverage": args.coverage}),
                 "train_layout": "random positions, shuffled", "test_layout": "non-overlapping centred grid",
                 "test_photos": [n for n in ps.classes if n in args.test_photos], "counts": ps.counts,
                 "seconds": seconds})

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import yaml
+from bench_common import cpu_model, load_average
 
 from aelab.config import resolve
 from aelab.data import load_dataset, to_float
@@ -49,7 +50,8 @@ def main() -> None:
             row = dict(tag=args.tag, options=overrides, epoch=st.epoch, train_seconds=round(st.elapsed, 1),
                        images_per_s=st.history[-1]["images_per_s"], val_loss=st.history[-1]["val_loss"],
                        ssim=round(float(m["ssim"].mean()), 4), psnr=round(float(m["psnr"].mean()), 2),
-                       mse=round(float(m["mse"].mean()), 5), eval_seconds=round(time.perf_counter() - t0, 1))
+                       mse=round(float(m["mse"].mean()), 5), eval_seconds=round(time.perf_counter() - t0, 1),
+                       load_average=load_average(), cpu=cpu_model(), date=time.strftime("%Y-%m-%d %H:%M"))
             print(json.dumps(row), flush=True)
             with log.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
