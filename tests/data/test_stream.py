@@ -10,6 +10,8 @@ checked over random index sets by hypothesis, on small synthetic arrays (a pure 
 
 from __future__ import annotations
 
+import functools
+import mmap
 import os
 import shutil
 import threading
@@ -194,6 +196,24 @@ def test_decoding_on_two_processes_gives_the_pixels_of_one(pngs, monkeypatch) ->
     parts = list(shards.decode_chunks(files, 1, (28, 28), progress=False, workers=2))
     assert [len(p) for p in parts] == [37] * 16 + [8]
     assert np.array_equal(np.concatenate(parts), folders.decode(files, 1, (28, 28), progress=False))
+    monkeypatch.setattr(shards, "CHUNK_BYTES", 30 * 784)  # results larger than a slot: sent back through the pipe
+    big = list(shards.decode_chunks(files, 1, (28, 28), progress=False, workers=2))
+    assert np.array_equal(np.concatenate(big), np.concatenate(parts)) and not shards._SLOTS  # its memory released
+
+
+def test_a_worker_hands_its_result_over_in_shared_memory_when_it_fits(pngs) -> None:
+    files = folders.scan(pngs).files[:20]
+    decode = functools.partial(folders.decode, channels=1, size=(28, 28), progress=False)
+    shards._SLOTS[7] = mmap.mmap(-1, 3 * shards.CHUNK_BYTES)
+    got = None
+    try:
+        assert shards._into_slot(decode, 7, 2, files) == ((20, 1, 28, 28), "|u1")  # written, not returned
+        got = np.frombuffer(shards._SLOTS[7], np.uint8, 20 * 784, 2 * shards.CHUNK_BYTES).reshape(20, 1, 28, 28)
+        assert np.array_equal(got, decode(files))
+        assert isinstance(shards._into_slot(decode, 8, 0, files), np.ndarray)  # no shared memory: the array
+    finally:
+        del got
+        shards._SLOTS.pop(7).close()
 
 
 def test_a_folder_larger_than_memory_is_read_from_disk_not_refused(pngs, tmp_path, monkeypatch) -> None:
