@@ -37,6 +37,8 @@ STEPS: list[tuple[str, str, str, int, int, list[str]]] = [
     ("patches32-resnet-64-mse", "patches-32.npz", "resnet", 64, 8, ["--loss", "mse"]),
     ("patches32-resnet-256", "patches-32.npz", "resnet", 256, 8, []),
     ("patches32pp-resnet-64", "patches-32-pp2500.npz", "resnet", 64, 8, []),
+    ("patches32pp-resnet-64-30ep", "patches-32-pp2500.npz", "resnet", 64, 30, []),
+    ("patches32pp-resnet-256", "patches-32-pp2500.npz", "resnet", 256, 8, []),
     ("patches32-convmod-64", "patches-32.npz", "conv-modified", 64, 8, []),
     ("patches32-dense-64", "patches-32.npz", "dense", 64, 8, []),
     ("patches64-resnet-64", "patches-64.npz", "resnet", 64, 10, []),
