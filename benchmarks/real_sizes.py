@@ -139,8 +139,9 @@ def main() -> int:
         print(f"{name}: SSIM {rec['ae']['ssim']:.4f} (PCA {rec['pca']['ssim']:.4f}), MSE {rec['ae']['mse']:.5f} "
               f"(PCA {rec['pca']['mse']:.5f})", flush=True)
     rows = [done[n] for n, *_ in STEPS if n in done]
-    partial = len(rows) < len(STEPS)
-    out_md.write_text(f"# Images at real sizes: quick measurement{' (PARTIAL)' if partial else ''}\n\n"
+    missing = [n for n, *_ in STEPS if n not in done]
+    out_md.write_text(f"# Images at real sizes: quick measurement{' (PARTIAL)' if missing else ''}\n\n"
+                      + (f"Not run yet: {', '.join(missing)}.\n\n" if missing else "") +
                       f"`python benchmarks/real_sizes.py`, {machine['cpu_model']}, {machine['usable_cpus']} cores, "
                       f"fp32, lr 2e-3, batch 64, MSE + 0.1 (1 - SSIM). Small budgets (epochs, training images): "
                       f"a quick measurement. Test sets: the held-out photographs (patches; astronaut, coffee, "
