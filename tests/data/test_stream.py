@@ -328,13 +328,20 @@ def test_any_index_gathers_what_numpy_indexing_gives(tmp_path_factory, layout, c
     assert torch.equal(view[torch.from_numpy(mask)], torch.from_numpy(ref[mask]))
 
 
-def test_a_read_that_comes_back_short_is_one_line_not_garbage(arrays_dir, tmp_path, monkeypatch) -> None:
+def cut_under_the_reader(arrays_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
+    """The training store of a copy of grey.npy, then the file cut short by 50 images between the store's check
+    and its read."""
     path = tmp_path / "grey.npy"
     shutil.copy(arrays_dir / "grey.npy", path)
     store = load_dataset(f"npy:{path}", stream=True, progress=False).train.images
     with path.open("r+b") as fh:
         fh.truncate(path.stat().st_size - 784 * 50)
-    monkeypatch.setattr(ArrayFile, "check", lambda self: None)  # cut between the check and the read
+    monkeypatch.setattr(ArrayFile, "check", lambda self: None)
+    return store
+
+
+def test_a_read_that_comes_back_short_is_one_line_not_garbage(arrays_dir, tmp_path, monkeypatch) -> None:
+    store = cut_under_the_reader(arrays_dir, tmp_path, monkeypatch)
     with pytest.raises(DataError, match=r"grey.npy ends before image 5[0-9]{2} its header promises \(cut short"):
         store[:]
 
@@ -355,12 +362,7 @@ def test_a_shuffled_batch_is_read_by_several_threads_and_their_errors_reach_the_
         threading.current_thread().name) or real(self, fd, buf, runs))
     assert torch.equal(store[idx], torch.from_numpy(grey[rows[idx]]))
     assert len(used) == stream.READERS and all(name.startswith("aelab-read") for name in used)
-    path = tmp_path / "grey.npy"
-    shutil.copy(arrays_dir / "grey.npy", path)
-    cut = load_dataset(f"npy:{path}", stream=True, progress=False).train.images
-    with path.open("r+b") as fh:
-        fh.truncate(path.stat().st_size - 784 * 50)
-    monkeypatch.setattr(ArrayFile, "check", lambda self: None)  # cut between the check and the read
+    cut = cut_under_the_reader(arrays_dir, tmp_path, monkeypatch)
     with pytest.raises(DataError, match=r"grey.npy ends before image 5[0-9]{2} its header promises"):
         cut[np.random.default_rng(4).permutation(len(cut))]
 

@@ -108,9 +108,10 @@ def ordered_map(fn: Callable[..., np.ndarray], tasks: list[Any], progress: bool 
             return
         context = _pool_context()
         token, free = id(tasks), list(range(2 * workers + 1))
-        shared = _SLOTS[token] = mmap.mmap(-1, len(free) * CHUNK_BYTES)  # before the workers fork: they share it
-        if context.get_start_method() != "fork":
-            del _SLOTS[token]  # a spawned worker starts without it: results come back through the pipe
+        # Made before the workers fork, so that they share it; a spawned worker starts without it (the pipe).
+        shared = mmap.mmap(-1, len(free) * CHUNK_BYTES) if context.get_start_method() == "fork" else None
+        if shared is not None:
+            _SLOTS[token] = shared
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
         try:
             todo = iter(tasks)
@@ -125,7 +126,7 @@ def ordered_map(fn: Callable[..., np.ndarray], tasks: list[Any], progress: bool 
             while pending:
                 slot, future = pending.popleft()
                 got = future.result()
-                if isinstance(got, np.ndarray):
+                if shared is None or isinstance(got, np.ndarray):
                     part = got
                 else:
                     shape, dtype = got
@@ -138,7 +139,8 @@ def ordered_map(fn: Callable[..., np.ndarray], tasks: list[Any], progress: bool 
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             _SLOTS.pop(token, None)
-            shared.close()
+            if shared is not None:
+                shared.close()
     finally:
         bar.close()
 
