@@ -58,6 +58,7 @@ def select_precision(name: str, device: torch.device) -> str:
 
 
 PROBE_GAIN = 1.1  # bf16 must train at least this much faster than fp32 to be chosen by ``auto``
+BUSY_LIMIT = 0.25  # cores other processes may keep busy during the probe for its verdict to be remembered
 _VERDICTS: dict[str, dict[str, Any]] = {}
 
 
@@ -69,11 +70,13 @@ def bf16_pays(device: torch.device) -> bool:
     and no AMX it ran 0.87x (benchmarks/results/2026-11-23-intel-xeon-2cpu.md), where ``auto`` picking bf16
     was a slowdown. So on a CPU ``auto`` times one small convolutional training step in each precision
     (alternating, best of 4, about a second) and picks bf16 only when it is ``PROBE_GAIN`` times faster. The
-    verdict is kept per CPU model, torch version and thread count in the user cache (``precision.json``); a
-    GPU with bf16 units is trusted without a probe."""
+    verdict is kept per CPU model and instruction set (AMX or not: one VM model name covers both), torch version
+    and thread count in the user cache (``precision.json``), unless other processes kept more than
+    ``BUSY_LIMIT`` cores busy while it was timed (a probe under load once chose fp32 on an AMX machine where
+    bf16 trains 1.5x faster, and the verdict stuck); a GPU with bf16 units is trusted without a probe."""
     if device.type != "cpu":
         return True
-    key = f"{cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    key = f"{cpu_model()}|{cpu_isa()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
     if key not in _VERDICTS:
         path = user_cache_dir() / "precision.json"
         try:
@@ -82,11 +85,15 @@ def bf16_pays(device: torch.device) -> bool:
             saved = {}
         if not isinstance(saved, dict) or not isinstance(saved.get(key), dict) or "bf16" not in saved[key]:
             saved = saved if isinstance(saved, dict) else {}
-            saved[key] = probe_precisions()
-            try:
-                write_json(path, saved)
-            except OSError:  # a read-only home: measure again next time
-                pass
+            verdict = probe_precisions()
+            if (verdict.get("others_busy_cores") or 0.0) <= BUSY_LIMIT:
+                saved[key] = verdict
+                try:
+                    write_json(path, saved)
+                except OSError:  # a read-only home: measure again next time
+                    pass
+            else:  # timed while other processes used the cores: decide this run with it, measure again next time
+                saved[key] = verdict
         _VERDICTS[key] = saved[key]
     return bool(_VERDICTS[key]["bf16"])
 
@@ -111,13 +118,36 @@ def probe_precisions(batch: int = 64, rounds: int = 4) -> dict[str, Any]:
         return time.perf_counter() - t
 
     best = {"fp32": float("inf"), "bf16": float("inf")}
+    before = _cpu_jiffies()
     for r in range(rounds + 1):  # round 0 creates the oneDNN primitives: not counted
         for name in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
             seconds = step(name == "bf16")
             if r:
                 best[name] = min(best[name], seconds)
     return {"fp32_s": round(best["fp32"], 5), "bf16_s": round(best["bf16"], 5),
-            "bf16": best["fp32"] >= PROBE_GAIN * best["bf16"], "measured": time.strftime("%Y-%m-%d %H:%M")}
+            "bf16": best["fp32"] >= PROBE_GAIN * best["bf16"], "measured": time.strftime("%Y-%m-%d %H:%M"),
+            "others_busy_cores": others_busy(before, _cpu_jiffies())}
+
+
+def others_busy(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
+    """Cores that processes other than this one kept busy between two ``_cpu_jiffies`` readings (None: unknown)."""
+    if before is None or after is None:
+        return None
+    busy, total, own = (a - b for a, b in zip(after, before, strict=True))
+    if total <= 0:
+        return None
+    return round(max(0.0, (busy - own) / total * (os.cpu_count() or 1)), 2)
+
+
+def cpu_isa() -> str:
+    """The CPU's vector instruction level as torch sees it, with the bf16 units: e.g. ``AVX512+amx``."""
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+        extra = [name for name, probe in (("amx", torch.cpu._is_amx_tile_supported),
+                                           ("avx512bf16", torch.cpu._is_avx512_bf16_supported)) if probe()]
+    except (AttributeError, RuntimeError):
+        return "unknown ISA"
+    return "+".join([isa, *extra])
 
 
 def cpu_model() -> str:
@@ -194,7 +224,6 @@ class CoreShare:
 
     def __init__(self, limit: int | None = None):
         self.cores = limit or cores()
-        self.ncpu = os.cpu_count() or self.cores
         self.last = _cpu_jiffies()
         self.since = time.monotonic()
 
@@ -206,9 +235,8 @@ class CoreShare:
         now = _cpu_jiffies()
         if now is None or self.last is None:
             return self.cores
-        busy, total, own = (a - b for a, b in zip(now, self.last, strict=True))
+        others = others_busy(self.last, now)
         self.last, self.since = now, time.monotonic()
-        if total <= 0:
+        if others is None:
             return self.cores
-        others = max(0.0, (busy - own) / total * self.ncpu)
         return max(1, min(self.cores, int(self.cores - others + 0.5)))

@@ -6,6 +6,7 @@ float32 images, with the loss and optimizer built from the same config. Real Fas
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,29 @@ def test_auto_measures_whether_bf16_pays_and_remembers_it(monkeypatch: pytest.Mo
     (tmp_path / "aelab" / "precision.json").write_text(json.dumps(saved))
     assert device.bf16_pays(cpu) is True and calls == [1]
     assert device.bf16_pays(torch.device("meta")) is True  # accelerators are trusted without a probe
+
+
+def test_a_probe_timed_under_load_is_not_remembered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A verdict measured while other processes kept the cores busy decides this process only; the next one
+    measures again. The key names the instruction set (AMX or not), which one VM model name does not."""
+    from aelab import device
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(device, "_VERDICTS", {})
+    calls: list[int] = []
+    monkeypatch.setattr(device, "probe_precisions",
+                        lambda: calls.append(1) or {"bf16": False, "others_busy_cores": 1.5})
+    cpu = torch.device("cpu")
+    assert device.bf16_pays(cpu) is False and calls == [1]
+    assert not (tmp_path / "aelab" / "precision.json").exists()
+    monkeypatch.setattr(device, "_VERDICTS", {})
+    assert device.bf16_pays(cpu) is False and calls == [1, 1]  # measured again
+    assert device.cpu_isa() in next(iter(device._VERDICTS))
+    # the real reading: this process's own work is not counted as the others' load
+    before = device._cpu_jiffies()
+    sum(i * i for i in range(2_000_000))
+    busy = device.others_busy(before, device._cpu_jiffies())
+    assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1)
 
 
 def test_resuming_in_another_precision_warns(one_batch: DataBundle, tmp_path: Path) -> None:

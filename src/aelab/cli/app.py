@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from aelab.allocator import keep_freed_memory
 from aelab.cli import anomaly, experiments, explore, generate, report, runs, train, use
 from aelab.errors import AelabError, Interrupted
 
@@ -46,6 +47,7 @@ def main() -> None:
       aelab train --preset seed-2d     a 2-D latent space to look at
       aelab evaluate runs/NAME         test-set metrics beside the PCA baseline
     """
+    keep_freed_memory()  # every command's tensors: no page faults per batch (allocator.py)
 
 
 for _module in (train, report, use, generate, experiments, anomaly, explore, runs):

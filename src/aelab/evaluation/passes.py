@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aelab.allocator import keep_freed_memory
 from aelab.data import DataBundle, to_float
 from aelab.data.stream import ImageStore
 from aelab.evaluation.cache import digest
@@ -53,6 +54,7 @@ class BatchedInference:
     """
 
     def __init__(self, model: Autoencoder, batch: int | None = None):
+        keep_freed_memory()  # each batch's tensors without page faults (allocator.py)
         self.fast = inference_copy(model)
         self.device = next(model.parameters()).device
         self.batch = batch or inference_batch(self.device, model.image_shape)
