@@ -11,13 +11,13 @@ on the optimizer's step reads the clock and the process's minor page faults). In
 machine's speed falls on both. A lever is one of:
 
 - ``malloc``: aelab's start-up allocator setting (``aelab.allocator.keep_freed_memory``) turned *off*
-  (``AELAB_MALLOC=system``): the lever measured is the setting itself, baseline / lever-off.
+  (``AELAB_MALLOC=system``): the lever measured is the setting itself.
 - ``omp-active``: ``OMP_WAIT_POLICY=ACTIVE`` (OpenMP threads spin between parallel regions).
 - ``omp-bind``: ``OMP_PROC_BIND=close OMP_PLACES=cores`` (threads pinned to cores).
-- ``fused-relu``: every ``Conv2d -> ReLU`` and transposed ``Conv2d -> ReLU`` pair run as one oneDNN primitive
-  with a ReLU post-op (``torch.ops.mkldnn._convolution_pointwise`` / ``_convolution_transpose_pointwise``, what
-  inductor calls) in a custom autograd function; the backward is the ReLU mask and the two convolutions as in
-  ``models.layers``. Same values and gradients as the unfused layers (checked in the child on one batch).
+- ``fused-relu``: the ReLU computed inside the convolution before it (``models.layers.Conv2dReLU`` and
+  ``ConvTranspose2dReLU``: one oneDNN primitive with a ReLU post-op) turned *off* in the child (the plain
+  convolution and an ``nn.ReLU`` put back, same parameters); the child first checks that both compute the same
+  outputs and gradients on one batch.
 
 Writes ``<out>/<date>-<machine>-levers[-quick].{json,md}`` with the machine and its load.
 """
@@ -44,12 +44,13 @@ from bench_common import load_average, machine_info, machine_slug, usable_cpus  
 
 PRESET = "seed-64"
 FORMAT = "aelab-bench-levers-1"
-# lever -> (environment of its child, whether the child fuses Conv+ReLU, what "speed-up" means)
+# lever -> environment of its child, whether the child undoes the ReLU inside the convolutions, and "inverse":
+# the lever is what aelab ships, so the child turns it off and the speed-up is off / on
 LEVERS: dict[str, dict[str, Any]] = {
-    "malloc": {"env": {"AELAB_MALLOC": "system"}, "fuse": False, "inverse": True},
-    "omp-active": {"env": {"OMP_WAIT_POLICY": "ACTIVE"}, "fuse": False, "inverse": False},
-    "omp-bind": {"env": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}, "fuse": False, "inverse": False},
-    "fused-relu": {"env": {}, "fuse": True, "inverse": False},
+    "malloc": {"env": {"AELAB_MALLOC": "system"}, "unfuse": False, "inverse": True},
+    "omp-active": {"env": {"OMP_WAIT_POLICY": "ACTIVE"}, "unfuse": False, "inverse": False},
+    "omp-bind": {"env": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}, "unfuse": False, "inverse": False},
+    "fused-relu": {"env": {}, "unfuse": True, "inverse": True},
 }
 
 
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="1 round of 3 steps after 2: the files say 'quick'")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for the results (default: %(default)s)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--fuse", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--unfuse", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.quick:
@@ -95,100 +96,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------ the fused-relu lever
-def fuse_conv_relu(model: Any) -> int:
-    """Replace every (Conv2d | aelab ConvTranspose2d, ReLU) pair of the model's Sequentials by one module that runs
-    oneDNN's convolution with a ReLU post-op; returns the number of pairs fused."""
-    import torch
-    import torch.nn.functional as F
+def unfuse_conv_relu(model: Any) -> int:
+    """Undo what aelab ships: every ``Conv2dReLU`` / ``ConvTranspose2dReLU`` (ReLU inside the convolution's oneDNN
+    primitive) becomes the plain convolution again, and the ``Identity`` after it an ``nn.ReLU`` (what the model
+    was before); returns the number of layers changed. Same parameters, in place."""
     from torch import nn
 
-    from aelab.models.layers import ConvTranspose2d
+    from aelab.models.layers import Conv2dReLU, ConvTranspose2d, ConvTranspose2dReLU
 
-    def cast(*ts: Any) -> list[Any]:
-        if torch.is_autocast_enabled("cpu"):
-            dt = torch.get_autocast_dtype("cpu")
-            return [t.to(dt) if t is not None else None for t in ts]
-        return list(ts)
-
-    class ConvReLU(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, x: Any, w: Any, b: Any, stride: Any, padding: Any, out_pad: Any, transposed: bool) -> Any:
-            xc, wc, bc = cast(x, w, b)
-            if transposed:
-                y = torch.ops.mkldnn._convolution_transpose_pointwise(
-                    xc, wc, bc, list(padding), list(out_pad), list(stride), [1, 1], 1, "relu", [], "")
-            else:
-                y = torch.ops.mkldnn._convolution_pointwise(xc, wc, bc, list(padding), list(stride), [1, 1], 1,
-                                                             "relu", [], "")
-            ctx.save_for_backward(xc, wc, y)
-            ctx.geometry, ctx.transposed, ctx.dtypes = (stride, padding), transposed, (x.dtype, w.dtype)
-            return y
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:
-            xc, wc, y = ctx.saved_tensors
-            stride, padding = ctx.geometry
-            g = torch.ops.aten.threshold_backward(grad.to(y.dtype), y, 0)
-            if ctx.transposed:  # as models.layers._TransposedConvCPU
-                gx = F.conv2d(g, wc, None, stride, padding)
-                gw = torch.ops.aten.convolution_backward(xc, g, wc, None, stride, padding, [1, 1], False, [0, 0], 1,
-                                                         [False, True, False])[1]
-                gb = g.sum((0, 2, 3))
-            else:
-                gx, gw, gb = torch.ops.aten.convolution_backward(g, xc, wc, [wc.shape[0]], stride, padding, [1, 1],
-                                                                 False, [0, 0], 1, [True, True, True])
-            xd, wd = ctx.dtypes
-            return gx.to(xd), gw.to(wd), gb.to(wd), None, None, None, None
-
-    class Fused(nn.Module):
-        def __init__(self, conv: nn.Module):
-            super().__init__()
-            self.conv, self.transposed = conv, isinstance(conv, ConvTranspose2d)
-
-        def forward(self, x: Any) -> Any:
-            c = self.conv
-            return ConvReLU.apply(x, c.weight, c.bias, c.stride, c.padding,
-                                  c.output_padding if self.transposed else None, self.transposed)
-
-    fused = 0
+    undone = 0
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        mods, out, i = list(seq), [], 0
-        while i < len(mods):
-            a, b = mods[i], mods[i + 1] if i + 1 < len(mods) else None
-            if isinstance(b, nn.ReLU) and (type(a) is nn.Conv2d or isinstance(a, ConvTranspose2d)) \
-                    and a.groups == 1 and a.dilation == (1, 1) and a.bias is not None:
-                out.append(Fused(a))
-                fused, i = fused + 1, i + 2
-            else:
-                out.append(a)
-                i += 1
-        seq._modules.clear()
-        for k, m in enumerate(out):
-            seq.add_module(str(k), m)
-    return fused
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], Conv2dReLU | ConvTranspose2dReLU) and isinstance(seq[i + 1], nn.Identity):
+                seq[i].__class__ = nn.Conv2d if isinstance(seq[i], Conv2dReLU) else ConvTranspose2d
+                seq[i + 1] = nn.ReLU(inplace=True)
+                undone += 1
+    return undone
 
 
-def check_fused(model: Any, images: Any) -> float:
-    """Largest difference, relative to the largest value, between the fused model's and a plain copy's
-    outputs and gradients on one batch (fp32): 0 means the same arithmetic."""
+def check_unfused(model: Any, images: Any) -> float:
+    """Largest difference, relative to the largest value, between the model's outputs and gradients with the ReLU
+    inside its convolutions and without (one fp32 batch); 0 means the same arithmetic."""
     import copy
 
     import torch
 
     plain = copy.deepcopy(model)
-    fuse_conv_relu(model)
+    if not unfuse_conv_relu(plain):
+        raise RuntimeError("no fused convolution+ReLU in the model: nothing to compare")
     x = images[:16].float().div(255).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-    worst = 0.0
     outs = []
-    for m in (plain, model):
+    for m in (model, plain):
         m.zero_grad(set_to_none=True)
         y = m(x)
         y.sum().backward()
         outs.append([y.detach(), *[p.grad for p in m.parameters()]])
-    for u, v in zip(*outs, strict=True):
-        worst = max(worst, float((u - v).abs().max() / u.abs().max().clamp_min(1e-12)))
     model.zero_grad(set_to_none=True)
-    return worst
+    return max(float((u - v).abs().max() / u.abs().max().clamp_min(1e-12)) for u, v in zip(*outs, strict=True))
 
 
 # ------------------------------------------------------------------------------------------ the child
@@ -218,8 +162,9 @@ def child(a: argparse.Namespace) -> None:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(cfg, Run(Path(folder)), bundle=data, progress=False)
-        if a.fuse:
-            out["fused_check_max_rel_diff"] = check_fused(trainer.model, data.train.images)
+        if a.unfuse:
+            out["fused_check_max_rel_diff"] = check_unfused(trainer.model, data.train.images)
+            out["unfused_layers"] = unfuse_conv_relu(trainer.model)
         trainer.opt.register_step_post_hook(on_step)
         trainer.fit()
     from aelab.allocator import keep_freed_memory
@@ -232,15 +177,15 @@ def child(a: argparse.Namespace) -> None:
 
 
 def run_child(a: argparse.Namespace, precision: str, lever: str | None, folder: Path) -> dict[str, Any]:
-    spec = LEVERS[lever] if lever else {"env": {}, "fuse": False}
+    spec = LEVERS[lever] if lever else {"env": {}, "unfuse": False}
     env = {k: v for k, v in os.environ.items() if k not in ("AELAB_MALLOC", "OMP_WAIT_POLICY", "OMP_PROC_BIND",
                                                              "OMP_PLACES")}
     env.update(spec["env"])
     result = folder / f"{precision}-{lever or 'baseline'}-{time.monotonic_ns()}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--result", str(result), "--precisions",
            precision, "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
-    if spec["fuse"]:
-        cmd.append("--fuse")
+    if spec["unfuse"]:
+        cmd.append("--unfuse")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()][-1:]
@@ -276,8 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         child(a)
         return 0
+    from aelab.data import load_dataset
+    from aelab.errors import AelabError
     from aelab.files import atomic_write_text, write_json
 
+    try:  # the children read the same files: a missing data set is one line here, not an error per child
+        load_dataset("fashion-mnist", download=False, progress=False)
+    except AelabError as err:
+        fail(str(err))
     info = machine_info()
     stem = f"{time.strftime('%Y-%m-%d')}-{machine_slug(info)}-levers" + ("-quick" if a.quick else "")
     out_dir = Path(a.out)
@@ -322,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 "faults_lever": statistics.median(mine[k]["faults_per_step"] for k in rounds)})
             checks = [mine[k].get("fused_check_max_rel_diff") for k in rounds if "fused_check_max_rel_diff" in mine[k]]
             if checks:
-                r["notes"].append(f"fused-relu {precision}: fused vs plain layers, largest relative difference of "
-                                  f"outputs and gradients on one fp32 batch: {max(checks):.2e}")
+                r["notes"].append(f"fused-relu {precision}: ReLU inside the convolutions vs after them, largest "
+                                  f"relative difference of outputs and gradients on one fp32 batch: {max(checks):.2e}")
     info["load_average_end"] = load_average()
     path = write_json(out_dir / f"{stem}.json", r)
     atomic_write_text(out_dir / f"{stem}.md", render(r))

@@ -146,7 +146,7 @@ def test_fast_transposed_convolution_matches_torch(kernel, output_padding, bias,
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             y = layer(xi)
         if layer is ours:  # the fast backward is the one taken (else both sides would run torch's own)
-            assert type(y.grad_fn).__name__ == "_TransposedConvCPUBackward"
+            assert type(y.grad_fn).__name__ == "_ConvCPUBackward"
         y.backward(g.to(y.dtype))
         grads = [xi.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])
         return [y.detach()] + grads
@@ -161,6 +161,58 @@ def test_fast_transposed_convolution_matches_torch(kernel, output_padding, bias,
     ours.eval()  # eval mode (inference, export) takes torch's own path
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_convolution_with_relu_inside_matches_convolution_then_relu(transposed, channels_last):
+    """Conv2dReLU / ConvTranspose2dReLU train through one oneDNN primitive with a ReLU post-op on CPU; output and
+    gradients equal torch's convolution followed by ReLU (float32 exactly up to rounding, bf16 autocast within its
+    rounding), with the same parameters; eval mode takes torch's own path."""
+    from aelab.models.layers import Conv2dReLU, ConvTranspose2dReLU
+
+    torch.manual_seed(0)
+    if transposed:
+        ours = ConvTranspose2dReLU(16, 8, 3, stride=2, padding=1, output_padding=1)
+        ref = torch.nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1)
+        g = torch.randn(6, 8, 14, 14)
+    else:
+        ours, ref = Conv2dReLU(16, 8, 3, padding=1), torch.nn.Conv2d(16, 8, 3, padding=1)
+        g = torch.randn(6, 8, 7, 7)
+    ref.load_state_dict(ours.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, g = torch.randn(6, 16, 7, 7).contiguous(memory_format=fmt), g.contiguous(memory_format=fmt)
+
+    def run(layer: torch.nn.Module, bf16: bool) -> list[torch.Tensor]:
+        xi = x.clone().requires_grad_(True)
+        layer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = layer(xi) if layer is ours else torch.relu(layer(xi))
+        if layer is ours:
+            assert type(y.grad_fn).__name__ == "_ConvCPUBackward"
+        y.backward(g.to(y.dtype))
+        return [y.detach(), xi.grad, layer.weight.grad, layer.bias.grad]
+
+    for bf16, tol in ((False, 1e-5), (True, 2e-2)):
+        got, want = run(ours, bf16), run(ref, bf16)
+        assert float(want[0].float().eq(0).float().mean()) > 0.2  # the ReLU cut something
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol * float(b.float().abs().max()))
+    ours.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), torch.relu(ref(x)))
+
+
+def test_the_base_model_keeps_its_layer_numbers_with_relu_inside_its_convolutions():
+    """The fused layers take the convolution's place and an Identity the ReLU's: a checkpoint of the base model
+    keeps its keys (a model saved before the fusion loads), and eval mode computes the same function."""
+    model = build_model("conv", 16)
+    kinds = [type(m).__name__ for m in model.decoder]
+    assert kinds[3:7] == ["ConvTranspose2dReLU", "Identity", "ConvTranspose2dReLU", "Identity"], kinds
+    keys = set(model.state_dict())
+    assert {"encoder.6.weight", "decoder.3.weight", "decoder.5.weight", "decoder.7.weight"} <= keys
+    assert not any(k.startswith(("encoder.7.", "decoder.4.", "decoder.6.")) for k in keys)
 
 
 # ------------------------------------------------------------------------------------------ other image shapes

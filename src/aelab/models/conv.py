@@ -19,6 +19,7 @@ from aelab.models.layers import (
     act,
     act_pool,
     channels,
+    conv_act,
     drop,
     image_shape,
     norm1d,
@@ -61,15 +62,15 @@ def conv(latent: int, width: float = 1.0, activation: str = "relu", dropout: flo
         *pad,
         nn.Conv2d(c0, c1, 3, padding=1), *norm2d(c1, batch_norm), *act_pool(activation),   # 14
         nn.Conv2d(c1, c2, 3, padding=1), *norm2d(c2, batch_norm), *act_pool(activation),  # 7
-        nn.Conv2d(c2, c3, 3, padding=1), *norm2d(c3, batch_norm), act(activation),
+        *conv_act(nn.Conv2d, c2, c3, activation, batch_norm, kernel_size=3, padding=1),
         nn.Flatten(), *drop(dropout), nn.Linear(c3 * bh * bw, latent),
     )
     dec = nn.Sequential(
         nn.Linear(latent, c3 * bh * bw), act(activation), *drop(dropout), Reshape(c3, bh, bw),
-        ConvTranspose2d(c3, c2, 3, stride=2, padding=1, output_padding=1),                          # 14
-        *norm2d(c2, batch_norm), act(activation),
-        ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),                          # 28
-        *norm2d(c1, batch_norm), act(activation),
+        *conv_act(ConvTranspose2d, c3, c2, activation, batch_norm, kernel_size=3, stride=2, padding=1,  # 14
+                  output_padding=1),
+        *conv_act(ConvTranspose2d, c2, c1, activation, batch_norm, kernel_size=3, stride=2, padding=1,  # 28
+                  output_padding=1),
         nn.Conv2d(c1, c0, 3, padding=1), *crop,
     )
     return Autoencoder(enc, dec, dict(model="conv", latent=latent, width=width, activation=activation,

@@ -11,46 +11,119 @@ from torch import nn
 from aelab.models.registry import ACTIVATIONS
 
 
-class _TransposedConvCPU(torch.autograd.Function):
-    """conv_transpose2d whose backward runs as the two regular convolutions it is made of.
+class _ConvCPU(torch.autograd.Function):
+    """A training convolution on CPU, transposed or not, with its ReLU computed inside the same oneDNN primitive.
 
-    The gradient of a transposed convolution is a strided convolution (input) and a convolution weight gradient
-    (weights). torch 2.13's oneDNN deconvolution backward on CPU is ~2x slower than these two regular calls on
-    the same tensors (benchmarks/README.md); the results agree to float rounding (tests/test_models.py).
+    Two measured levers of issue 32 (benchmarks/README.md "Levers"), each exact to float rounding
+    (tests/models/test_models.py):
+
+    - transposed: the backward runs as the two regular convolutions a transposed convolution's gradient is made
+      of (a strided convolution for the input, a weight gradient for the weights); torch 2.13's oneDNN
+      deconvolution backward on CPU is ~2x slower than these two regular calls on the same tensors.
+    - ``relu``: the forward is oneDNN's convolution with a ReLU post-op (``torch.ops.mkldnn._convolution_pointwise``
+      and ``_convolution_transpose_pointwise``, what torch.compile's CPU backend calls; Keras fuses the same way),
+      so the activation is not a second pass over the layer's output. The backward masks the gradient by the
+      saved output (ReLU's own backward) and then runs the convolution's. The base model's step: 1.03x at fp32,
+      1.11x at bf16 (2-core Xeon with AMX, alternating).
+
+    Under bf16 autocast the inputs are cast as autocast would cast them, and each gradient is handed back in its
+    input's dtype.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int]) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = (stride, padding)
+                stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int] | None,
+                relu: bool) -> torch.Tensor:
+        dtypes = (x.dtype, weight.dtype)
+        if torch.is_autocast_enabled("cpu"):
+            dt = torch.get_autocast_dtype("cpu")
+            x, weight, bias = x.to(dt), weight.to(dt), None if bias is None else bias.to(dt)
+        transposed = output_padding is not None
+        if not relu:
+            y = F.conv_transpose2d(x, weight, bias, stride, padding, output_padding) if transposed else \
+                F.conv2d(x, weight, bias, stride, padding)
+        elif transposed:
+            y = torch.ops.mkldnn._convolution_transpose_pointwise(
+                x, weight, bias, list(padding), list(output_padding), list(stride), [1, 1], 1, "relu", [], "")
+        else:
+            y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), [1, 1], 1,
+                                                         "relu", [], "")
+        ctx.save_for_backward(x, weight, y if relu else None)
+        ctx.geometry, ctx.transposed, ctx.dtypes = (stride, padding), transposed, dtypes
         ctx.has_bias = bias is not None
-        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+        return y
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
+        x, weight, y = ctx.saved_tensors
         stride, padding = ctx.geometry
-        dt = grad.dtype  # bf16 under autocast: compute in it, hand back each gradient in its input's dtype
-        grad_x = F.conv2d(grad, weight.to(dt), None, stride, padding).to(x.dtype) if ctx.needs_input_grad[0] else None
-        grad_w = torch.ops.aten.convolution_backward(
-            x.to(dt), grad, weight.to(dt), None, stride, padding, [1, 1], False, [0, 0], 1, [False, True, False],
-        )[1].to(weight.dtype)
-        grad_b = grad.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias else None  # accumulates in fp32
-        return grad_x, grad_w, grad_b, None, None, None
+        xd, wd = ctx.dtypes
+        grad = grad.to(x.dtype)
+        if y is not None:
+            grad = torch.ops.aten.threshold_backward(grad, y, 0)
+        need_x = ctx.needs_input_grad[0]
+        if ctx.transposed:
+            grad_x = F.conv2d(grad, weight, None, stride, padding) if need_x else None
+            grad_w = torch.ops.aten.convolution_backward(
+                x, grad, weight, None, stride, padding, [1, 1], False, [0, 0], 1, [False, True, False])[1]
+            grad_b = grad.sum((0, 2, 3)) if ctx.has_bias else None  # accumulates in fp32 inside
+        else:
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, stride, padding, [1, 1], False,
+                [0, 0], 1, [need_x, True, ctx.has_bias])
+        return (None if grad_x is None else grad_x.to(xd), grad_w.to(wd),
+                None if grad_b is None else grad_b.to(wd), None, None, None, None)
+
+
+def _fast_cpu_path(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
+    """Whether ``conv`` trains through ``_ConvCPU`` on ``x``: training with gradients on CPU (eval mode, inference
+    and export take torch's own path), a plain 2-D convolution in fp32 or bf16."""
+    return (conv.training and torch.is_grad_enabled() and x.device.type == "cpu" and conv.groups == 1
+            and conv.dilation == (1, 1) and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+            and conv.weight.dtype in (torch.float32, torch.bfloat16)
+            and (x.dtype == conv.weight.dtype or torch.is_autocast_enabled("cpu")))
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` (same parameters, same checkpoints) that trains ~2x faster on CPU."""
+    """``nn.ConvTranspose2d`` (same parameters, same checkpoints) that trains ~2x faster on CPU (``_ConvCPU``)."""
+
+    relu = False  # ConvTranspose2dReLU: the ReLU after it computed inside it
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and output_size is None
-                and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"):
-            return _TransposedConvCPU.apply(x, self.weight, self.bias, self.stride, self.padding,
-                                            self.output_padding)
-        return super().forward(x, output_size)
+        if output_size is None and _fast_cpu_path(self, x):
+            return _ConvCPU.apply(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                  self.relu)
+        y = super().forward(x, output_size)
+        return F.relu(y) if self.relu else y
+
+
+class ConvTranspose2dReLU(ConvTranspose2d):
+    """``ConvTranspose2d`` then ReLU, one oneDNN primitive when training on CPU (``_ConvCPU``)."""
+
+    relu = True
+
+
+class Conv2dReLU(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, same checkpoints) then ReLU, one oneDNN primitive when training on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast_cpu_path(self, x):
+            return _ConvCPU.apply(x, self.weight, self.bias, self.stride, self.padding, None, True)
+        return F.relu(super().forward(x))
+
+
+def conv_act(kind: type[nn.Conv2d] | type[ConvTranspose2d], cin: int, cout: int, activation: str,
+             batch_norm: bool, **kwargs: Any) -> list[nn.Module]:
+    """A convolution (``nn.Conv2d`` or aelab's ``ConvTranspose2d``), its batch norm if any and its activation.
+    Directly followed by ReLU, the convolution computes the ReLU itself (``Conv2dReLU``, ``ConvTranspose2dReLU``)
+    and an ``nn.Identity`` keeps the activation's place, so the layers keep their numbers (and checkpoints their
+    keys)."""
+    if batch_norm or activation != "relu":
+        return [kind(cin, cout, **kwargs), *norm2d(cout, batch_norm), act(activation)]
+    fused = ConvTranspose2dReLU if issubclass(kind, nn.ConvTranspose2d) else Conv2dReLU
+    return [fused(cin, cout, **kwargs), nn.Identity()]
 
 
 class Reshape(nn.Module):
