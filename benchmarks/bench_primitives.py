@@ -1,9 +1,10 @@
 """Where the training step's time goes, primitive by primitive (issue 32, step 1): the base model (preset
-``seed-64``: ``conv``, latent 64, BCE, Adam, batch 256) in aelab and in Keras 3 / TensorFlow, at fp32 and bf16,
-under oneDNN's verbose log.
+``seed-64``: ``conv``, latent 64, BCE, Adam, batch 256; or ``--preset default``: ``conv-modified`` with its
+loss, optimizer and batch) in aelab and in Keras 3 / TensorFlow, at fp32 and bf16, under oneDNN's verbose log.
 
     .venv/bin/python benchmarks/bench_primitives.py                      # 20 counted steps after 5 of warm-up
     .venv/bin/python benchmarks/bench_primitives.py --quick              # 3 steps after 2: checks it runs
+    .venv/bin/python benchmarks/bench_primitives.py --preset default     # the default model (conv-modified)
     .venv/bin/python benchmarks/bench_primitives.py --precisions fp32 --frameworks aelab --steps 10 --logs /tmp/l
 
 For each framework and precision, two child processes train on the same real Fashion-MNIST images:
@@ -42,7 +43,7 @@ sys.path.insert(0, str(HERE))
 import onednn_log  # noqa: E402 - after the path is set, like every benchmark module
 from bench_common import load_average, machine_info, machine_slug, usable_cpus  # noqa: E402
 
-PRESET, BATCH, LATENT = "seed-64", 256, 64
+PRESETS = ("seed-64", "default")  # the base model (the issue's table) and the default one
 FRAMEWORKS = ("aelab", "keras")
 FORMAT = "aelab-bench-primitives-1"
 
@@ -67,6 +68,8 @@ def names(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(description="oneDNN primitives per training step of the base model, aelab and Keras side by side")
+    p.add_argument("--preset", default="seed-64", choices=PRESETS,
+                   help="seed-64: the base conv model; default: the default model, conv-modified (default %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="counted steps (default %(default)s)")
     p.add_argument("--warmup", type=int, default=5, help="steps before the counted ones (default %(default)s)")
     p.add_argument("--precisions", default="fp32,bf16", help="fp32, bf16 or both (default %(default)s)")
@@ -88,6 +91,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.precisions = names(a.precisions, ("fp32", "bf16"), "--precisions")
     a.frameworks = names(a.frameworks, FRAMEWORKS, "--frameworks")
     a.threads = a.threads or usable_cpus()
+    from aelab.config import resolve
+
+    cfg = resolve(a.preset)
+    a.batch, a.latent, a.model = cfg.batch_size, cfg.latent, cfg.model
     return a
 
 
@@ -115,7 +122,7 @@ def aelab_child(a: argparse.Namespace) -> None:
 
     precision = a.precisions[0]
     profiled = a.steps if a.child == "clean" else 0
-    cfg = resolve(PRESET, overrides=dict(epochs=1, patience=0, threads=a.threads, precision=precision,
+    cfg = resolve(a.preset, overrides=dict(epochs=1, patience=0, threads=a.threads, precision=precision,
                                          max_minutes=None))
     data = slice_bundle(load_bundle(), (a.warmup + a.steps + profiled) * cfg.batch_size)
     prof = profile(activities=[ProfilerActivity.CPU])
@@ -161,8 +168,8 @@ def run_aelab(a: argparse.Namespace, precision: str, mode: str, logs: Path) -> t
     if mode == "verbose":
         env["ONEDNN_VERBOSE"] = "2"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--result", str(result),
-           "--precisions", precision, "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads",
-           str(a.threads), "--top", str(a.top)]
+           "--preset", a.preset, "--precisions", precision, "--steps", str(a.steps), "--warmup", str(a.warmup),
+           "--threads", str(a.threads), "--top", str(a.top)]
     with open(log, "w") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
@@ -198,11 +205,11 @@ def run_keras(a: argparse.Namespace, precision: str, mode: str, logs: Path, npys
     with verbose_env(mode == "verbose"):
         peer = KerasPeer(a.threads, folder, precision)
     try:
-        hello = peer.call("hello", latent=LATENT)
-        peer.call("throughput", x=npys["warmup"], batch=BATCH, latent=LATENT)
+        hello = peer.call("hello", latent=a.latent, model=a.model)
+        peer.call("throughput", x=npys["warmup"], batch=a.batch, latent=a.latent, model=a.model)
         peer.log.write(f"{onednn_log.BEGIN}\n")
         peer.log.flush()
-        out = peer.call("throughput", x=npys["window"], batch=BATCH, latent=LATENT)
+        out = peer.call("throughput", x=npys["window"], batch=a.batch, latent=a.latent, model=a.model)
         peer.log.write(f"{onednn_log.END}\n")
         peer.log.flush()
     finally:
@@ -238,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     from aelab.files import atomic_write_text, write_json
 
     info = machine_info()
-    stem = f"{time.strftime('%Y-%m-%d')}-{machine_slug(info)}-primitives" + ("-quick" if a.quick else "")
+    preset = "" if a.preset == "seed-64" else f"-{a.preset}"
+    stem = f"{time.strftime('%Y-%m-%d')}-{machine_slug(info)}-primitives{preset}" + ("-quick" if a.quick else "")
     out_dir = Path(a.out)
     bundle = load_bundle()  # first: a missing data set leaves no folder behind
     try:
@@ -255,14 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {
         "format": FORMAT, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": a.quick,
-        "command": shlex.join([sys.executable, *sys.argv]), "machine": info, "preset": PRESET, "batch": BATCH,
-        "latent": LATENT, "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "runs": [], "errors": [],
+        "command": shlex.join([sys.executable, *sys.argv]), "machine": info, "preset": a.preset, "batch": a.batch,
+        "latent": a.latent, "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "runs": [], "errors": [],
         "notes": notes}
     with tempfile.TemporaryDirectory(prefix="aelab-primitives-") as tmp:
         logs = Path(a.logs or tmp)
         images = bundle.train.images
-        npys = {"warmup": temp_npy(tmp, "warmup", images[:a.warmup * BATCH]),
-                "window": temp_npy(tmp, "window", images[a.warmup * BATCH:(a.warmup + a.steps) * BATCH])}
+        npys = {"warmup": temp_npy(tmp, "warmup", images[:a.warmup * a.batch]),
+                "window": temp_npy(tmp, "window", images[a.warmup * a.batch:(a.warmup + a.steps) * a.batch])}
         for i, precision in enumerate(a.precisions):
             for framework in frameworks if i % 2 == 0 else frameworks[::-1]:  # alternate who goes first
                 print(f"[{framework} {precision}] verbose and clean runs", flush=True)
