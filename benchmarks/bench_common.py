@@ -6,15 +6,18 @@ comparison measure the same thing the same way.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import platform
 import re
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -27,6 +30,30 @@ TARGET_SSIM = 0.773  # the Keras base recipe's test SSIM after 10 epochs at late
 
 
 # ------------------------------------------------------------------------------------------ the machine
+def fail(message: str) -> NoReturn:
+    """A benchmark's usage error: one line, exit code 2."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2) that name the script's ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; see 'benchmarks/{self.prog} --help'")
+
+
+def write_results(out_dir: Path, stem: str, results: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> int:
+    """``<stem>.json`` and its Markdown ``<stem>.md`` in ``out_dir``, each written whole (temporary file, then
+    rename); the exit code: 1 when ``results["errors"]`` holds any, else 0."""
+    from aelab.files import atomic_write_text, write_json
+
+    path = write_json(out_dir / f"{stem}.json", results)
+    atomic_write_text(out_dir / f"{stem}.md", render(results))
+    print(f"wrote {path} and {path.with_suffix('.md')}", flush=True)
+    return 1 if results["errors"] else 0
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)

@@ -35,12 +35,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_common import load_average, machine_info, machine_slug, usable_cpus  # noqa: E402
+from bench_common import (  # noqa: E402
+    Parser,
+    fail,
+    load_average,
+    machine_info,
+    machine_slug,
+    usable_cpus,
+    write_results,
+)
 
 PRESET = "seed-64"
 FORMAT = "aelab-bench-levers-1"
@@ -52,17 +60,6 @@ LEVERS: dict[str, dict[str, Any]] = {
     "omp-bind": {"env": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}, "unfuse": False, "inverse": False},
     "fused-relu": {"env": {}, "unfuse": True, "inverse": True},
 }
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit code 2
-        sys.stderr.write(f"error: {message}; see 'benchmarks/bench_levers.py --help'\n")
-        sys.exit(2)
-
-
-def fail(message: str) -> NoReturn:
-    sys.stderr.write(f"error: {message}\n")
-    sys.exit(2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -223,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from aelab.data import load_dataset
     from aelab.errors import AelabError
-    from aelab.files import atomic_write_text, write_json
 
     try:  # the children read the same files: a missing data set is one line here, not an error per child
         load_dataset("fashion-mnist", download=False, progress=False)
@@ -276,10 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["notes"].append(f"fused-relu {precision}: ReLU inside the convolutions vs after them, largest "
                                   f"relative difference of outputs and gradients on one fp32 batch: {max(checks):.2e}")
     info["load_average_end"] = load_average()
-    path = write_json(out_dir / f"{stem}.json", r)
-    atomic_write_text(out_dir / f"{stem}.md", render(r))
-    print(f"wrote {path} and {path.with_suffix('.md')}", flush=True)
-    return 1 if r["errors"] else 0
+    return write_results(out_dir, stem, r, render)
 
 
 if __name__ == "__main__":

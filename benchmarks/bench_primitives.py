@@ -35,27 +35,25 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import onednn_log  # noqa: E402 - after the path is set, like every benchmark module
-from bench_common import load_average, machine_info, machine_slug, usable_cpus  # noqa: E402
+from bench_common import (  # noqa: E402
+    Parser,
+    fail,
+    load_average,
+    machine_info,
+    machine_slug,
+    usable_cpus,
+    write_results,
+)
 
 PRESETS = ("seed-64", "default")  # the base model (the table) and the default one
 FRAMEWORKS = ("aelab", "keras")
 FORMAT = "aelab-bench-primitives-1"
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit code 2
-        fail(f"{message}; see 'benchmarks/bench_primitives.py --help'")
-
-
-def fail(message: str) -> NoReturn:
-    sys.stderr.write(f"error: {message}\n")
-    sys.exit(2)
 
 
 def names(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -242,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench_keras import available, temp_npy
     from bench_primitives_report import render
 
-    from aelab.files import atomic_write_text, write_json
 
     info = machine_info()
     preset = "" if a.preset == "seed-64" else f"-{a.preset}"
@@ -281,10 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  failed: {results['errors'][-1]}", flush=True)
     info["load_average_end"] = load_average()
     results["seconds"] = round(time.perf_counter() - started, 1)
-    json_path = write_json(out_dir / f"{stem}.json", results)
-    atomic_write_text(out_dir / f"{stem}.md", render(results))
-    print(f"wrote {json_path} and {json_path.with_suffix('.md')}", flush=True)
-    return 1 if results["errors"] else 0
+    return write_results(out_dir, stem, results, render)
 
 
 if __name__ == "__main__":
