@@ -177,6 +177,17 @@ class _Worker:
         return {"images": int(len(data)), "seconds": seconds, "images_per_s": len(data) / seconds,
                 "loss": times["loss"]}
 
+    def profile(self, x: str, logdir: str, batch: int = 256, latent: int = 64, model: str = "conv") -> dict[str, Any]:
+        """One ``model.fit`` epoch over ``x`` under the TensorFlow profiler (trace written to ``logdir``), after a
+        warm-up epoch (tracing, primitive creation) that is not traced."""
+        self.throughput(x, batch, latent, model)
+        self.tf.profiler.experimental.start(logdir)
+        try:
+            out = self.throughput(x, batch, latent, model)
+        finally:
+            self.tf.profiler.experimental.stop()
+        return out
+
     def quality(self, train: str, test: str, budgets_s: list[float], epochs: int = 10, batch: int = 256,
                 latent: int = 64, seed: int = 0, every: float = 0.0) -> dict[str, Any]:
         import keras

@@ -73,7 +73,7 @@ def bf16_pays(device: torch.device) -> bool:
     verdict is kept per CPU model and instruction set (AMX or not: one VM model name covers both), torch version
     and thread count in the user cache (``precision.json``), unless other processes kept more than
     ``BUSY_LIMIT`` cores busy while it was timed (a probe under load once chose fp32 on an AMX machine where
-    bf16 trains 1.5x faster, and the verdict stuck); a GPU with bf16 units is trusted without a probe."""
+    bf16 trains the base model 2.2x faster, and the verdict stuck); a GPU with bf16 units is trusted without a probe."""
     if device.type != "cpu":
         return True
     key = f"{cpu_model()}|{cpu_isa()}|torch {torch.__version__}|{torch.get_num_threads()} threads"

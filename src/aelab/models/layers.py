@@ -1,4 +1,4 @@
-"""Building blocks shared by the model families: a faster transposed convolution, activations, norms."""
+"""Building blocks of the model families: the training convolution on CPU (ReLU inside), activations, norms."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelab.models.registry import ACTIVATIONS
+
+# oneDNN's convolution with a post-op, as torch registers it where it is built with oneDNN (x86 and most ARM wheels)
+_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_transpose_pointwise")
 
 
 class _ConvCPU(torch.autograd.Function):
@@ -23,8 +26,9 @@ class _ConvCPU(torch.autograd.Function):
     - ``relu``: the forward is oneDNN's convolution with a ReLU post-op (``torch.ops.mkldnn._convolution_pointwise``
       and ``_convolution_transpose_pointwise``, what torch.compile's CPU backend calls; Keras fuses the same way),
       so the activation is not a second pass over the layer's output. The backward masks the gradient by the
-      saved output (ReLU's own backward) and then runs the convolution's. The base model's step: 1.03x at fp32,
-      1.11x at bf16 (2-core Xeon with AMX, alternating).
+      saved output (ReLU's own backward) and then runs the convolution's. The base model's step: 1.01x at fp32,
+      1.07x at bf16 (2-core Xeon with AMX, median of 3 alternating rounds; a first try 1.03x and 1.11x). A torch
+      build without oneDNN computes the same in two steps.
 
     Under bf16 autocast the inputs are cast as autocast would cast them, and each gradient is handed back in its
     input's dtype.
@@ -40,9 +44,10 @@ class _ConvCPU(torch.autograd.Function):
             dt = torch.get_autocast_dtype("cpu")
             x, weight, bias = x.to(dt), weight.to(dt), None if bias is None else bias.to(dt)
         transposed = output_padding is not None
-        if not relu:
+        if not relu or not _POINTWISE:
             y = F.conv_transpose2d(x, weight, bias, stride, padding, output_padding) if transposed else \
                 F.conv2d(x, weight, bias, stride, padding)
+            y = torch.relu_(y) if relu else y
         elif transposed:
             y = torch.ops.mkldnn._convolution_transpose_pointwise(
                 x, weight, bias, list(padding), list(output_padding), list(stride), [1, 1], 1, "relu", [], "")
