@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 
 # glibc's mallopt parameters (malloc.h); its largest mmap threshold on 64-bit is HEAP_MAX_SIZE / 2 = 32 MiB.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 KEEP_BELOW = 32 * 2**20
-_ALLOCATOR: dict[str, bool] = {}
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed tensor memory for the next step instead of handing it back to the kernel.
 
@@ -21,18 +23,12 @@ def keep_freed_memory() -> bool:
     aelab sets glibc's own two knobs at start-up: allocations up to ``KEEP_BELOW`` from the heap, and the heap
     never trimmed. The cost: memory freed stays with the process (its peak, not its sum). Applied once per
     process, on Linux with glibc; ``AELAB_MALLOC=system`` leaves malloc as it is. Returns whether it applied."""
-    if "applied" not in _ALLOCATOR:
-        _ALLOCATOR["applied"] = False
-        if os.environ.get("AELAB_MALLOC", "").lower() != "system":
-            try:
-                import ctypes
-
-                if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
-                    return False
-
-                libc = ctypes.CDLL("libc.so.6")
-                _ALLOCATOR["applied"] = bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BELOW)
-                                             and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-            except (OSError, AttributeError, ValueError):  # no glibc, or no confstr name for it
-                pass
-    return _ALLOCATOR["applied"]
+    if os.environ.get("AELAB_MALLOC", "").lower() == "system":
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return False
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BELOW) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError, ValueError):  # no glibc, or no confstr name for it
+        return False

@@ -85,15 +85,13 @@ def bf16_pays(device: torch.device) -> bool:
             saved = {}
         if not isinstance(saved, dict) or not isinstance(saved.get(key), dict) or "bf16" not in saved[key]:
             saved = saved if isinstance(saved, dict) else {}
-            verdict = probe_precisions()
-            if (verdict.get("others_busy_cores") or 0.0) <= BUSY_LIMIT:
-                saved[key] = verdict
+            saved[key] = probe_precisions()
+            # timed while other processes used the cores: it decides this run only, the next one measures again
+            if (saved[key].get("others_busy_cores") or 0.0) <= BUSY_LIMIT:
                 try:
                     write_json(path, saved)
                 except OSError:  # a read-only home: measure again next time
                     pass
-            else:  # timed while other processes used the cores: decide this run with it, measure again next time
-                saved[key] = verdict
         _VERDICTS[key] = saved[key]
     return bool(_VERDICTS[key]["bf16"])
 
